@@ -82,6 +82,7 @@ def test_digits_shapes_range_and_constants():
     assert tr.images.dtype == np.float32 and tr.labels.dtype == np.int32
     assert tr.images.min() >= 0.0 and tr.images.max() <= 1.0 and tr.images.max() == 1.0
     assert tr.num_classes == 10 and tr.image_shape == (8, 8, 1) and len(tr.class_names) == 10
+    assert tr.num_examples == 1438
     counts = np.bincount(tr.labels, minlength=10)
     assert counts.min() >= 130 and counts.max() <= 150
     # The hard-coded constants are the train split's statistics (see the comment in datasets.py).
@@ -196,6 +197,23 @@ def test_import_idx_to_tfds_roundtrip(tmp_path):
         assert via_tfds.class_names == via_idx.class_names
         # TFDS stores examples in its key-hash order: same data, different row order.
         np.testing.assert_array_equal(_as_sorted_rows(via_tfds), _as_sorted_rows(via_idx))
+
+
+def test_tfds_cache_is_opt_in_and_reused(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow_datasets")
+    _make_idx_dir(tmp_path / "idx", n_train=20, n_test=10)
+    out = import_idx_to_tfds(tmp_path / "idx", tmp_path / "tfds", name="mnist")
+    first = load("mnist", "test", data_dir=tmp_path / "tfds")
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.setenv("JAXDD_CACHE_DIR", str(tmp_path / "cache"))
+    load("mnist", "test", data_dir=tmp_path / "tfds")
+    assert len(list((tmp_path / "cache").glob("mnist-test-*.npz"))) == 1
+    for shard in out.glob("*.array_record-*"):
+        shard.unlink()  # only the cache can serve the next load
+    again = load("mnist", "test", data_dir=tmp_path / "tfds")
+    np.testing.assert_array_equal(again.images, first.images)
+    np.testing.assert_array_equal(again.labels, first.labels)
+    assert again.class_names == first.class_names
 
 
 def test_import_rejects_non_idx_dataset(tmp_path):
@@ -383,6 +401,8 @@ def test_check_images():
     bad[1, 0, 0, 0] = np.nan
     with pytest.raises(JaxddError, match="1 NaN/inf value.*image 1"):
         check_images(bad)
+    with pytest.raises(JaxddError, match="1 NaN/inf value.*image 1"):
+        check_images(jnp.asarray(bad))
     with pytest.raises(JaxddError, match="must be an array"):
         check_images([[1.0]])
     # under jit only shape and dtype are checked

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxdd.types import JaxddError
@@ -43,6 +44,8 @@ def check_images(x: Any, name: str = "images") -> Any:
             f"Integer pixels in [0, 255] should be scaled: {name}.astype(np.float32) / 255."
         )
     if isinstance(x, jax.core.Tracer):
+        return x
+    if isinstance(x, jax.Array) and bool(jnp.all(jnp.isfinite(x))):  # reduce where the array lives
         return x
     finite = np.isfinite(np.asarray(x))
     if not finite.all():

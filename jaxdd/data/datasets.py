@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -61,6 +62,11 @@ class Dataset(NamedTuple):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def num_examples(self) -> int:
+        """n (``len(ds)`` is the NamedTuple's field count, not n)."""
+        return int(self.images.shape[0])
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -271,6 +277,11 @@ def _read_all(source: Any) -> list[dict]:
     return out
 
 
+class _NoDatasetInfoFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "has no dataset_info.json" not in record.getMessage()
+
+
 def _cache_path(name: str, split: str, data_dir: str) -> Path | None:
     cache = os.environ.get("JAXDD_CACHE_DIR")
     if not cache:
@@ -293,7 +304,13 @@ def _load_tfds(spec: _Spec, split: str, data_dir: str) -> tuple[np.ndarray, np.n
         with np.load(cache, allow_pickle=False) as z:
             names = tuple(str(s) for s in z["class_names"]) or None
             return z["images"], z["labels"], names
-    source = tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir, download=False)
+    quiet = _NoDatasetInfoFilter()
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addFilter(quiet)  # TFDS warns for every unprepared dir it looks at; our error says it better
+    try:
+        source = tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir, download=False)
+    finally:
+        absl_logger.removeFilter(quiet)
     label_feature = source.dataset_info.features["label"]
     names = tuple(label_feature.names) if getattr(label_feature, "names", None) else None
     records = _read_all(source)
