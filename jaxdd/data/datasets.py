@@ -251,30 +251,25 @@ def _prepared_versions(data_dir: str, tfds_name: str) -> list[str]:
     return sorted(str(p.parent) for p in root.glob("**/dataset_info.json"))
 
 
-def _read_all(source: Any) -> list[dict]:
-    """All records of a TFDS data source, fetched in batches.
+def _read_chunks(source: Any):
+    """Yields the records of a TFDS data source in chunks of ``_TFDS_BATCH``, each fetched by one batched read.
 
     Real ArrayRecord sources read many records per ``__getitems__`` call. ``tfds.testing.mock_data`` (tfds 4.9.10)
     installs an unbound ``__getitems__`` on its mock that raises TypeError; then records are read one by one.
     """
     n = len(source)
-    out: list[dict] = []
     batched = hasattr(source, "__getitems__")
-    start = 0
-    while start < n:
+    for start in range(0, n, _TFDS_BATCH):
         keys = list(range(start, min(n, start + _TFDS_BATCH)))
         if batched:
             try:
-                out.extend(source.__getitems__(keys))
-                start += len(keys)
+                yield list(source.__getitems__(keys))
                 continue
             except TypeError:
                 if start:
                     raise
                 batched = False
-        out.extend(source[k] for k in keys)
-        start += len(keys)
-    return out
+        yield [source[k] for k in keys]
 
 
 class _NoDatasetInfoFilter(logging.Filter):
@@ -313,11 +308,13 @@ def _load_tfds(spec: _Spec, split: str, data_dir: str) -> tuple[np.ndarray, np.n
         absl_logger.removeFilter(quiet)
     label_feature = source.dataset_info.features["label"]
     names = tuple(label_feature.names) if getattr(label_feature, "names", None) else None
-    records = _read_all(source)
-    if not records:
+    image_chunks, label_chunks = [], []
+    for records in _read_chunks(source):  # decoded records are dropped chunk by chunk
+        image_chunks.append(np.stack([np.asarray(r["image"], dtype=np.uint8) for r in records]))
+        label_chunks.append(np.asarray([int(r["label"]) for r in records], dtype=np.int32))
+    if not image_chunks:
         raise RuntimeError("the split is empty")
-    images = np.stack([np.asarray(r["image"], dtype=np.uint8) for r in records])
-    labels = np.asarray([int(r["label"]) for r in records], dtype=np.int32)
+    images, labels = np.concatenate(image_chunks), np.concatenate(label_chunks)
     if images.ndim == 3:
         images = images[..., None]
     if cache is not None:

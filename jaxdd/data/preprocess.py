@@ -14,11 +14,17 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxdd.data.checks import check_images
 from jaxdd.types import JaxddError
+
+
+# ZCA is a dense D x D product: ask for full float32 matmuls, not the faster reduced-precision default some
+# accelerators use, so a whitened set means the same thing wherever it was made.
+_EXACT = jax.lax.Precision.HIGHEST
 
 
 class Preprocess(NamedTuple):
@@ -97,7 +103,10 @@ def fit_preprocess(
         return Preprocess(f32(np.zeros(c)), f32(np.ones(c)), f32(wmat), f32(winv), f32(mu))
     m = x.mean(axis=(0, 1, 2), dtype=np.float64) if mean is None else _channel_vector(mean, c, "mean")
     if std is None:
-        s = np.sqrt(((x.astype(np.float64) - m) ** 2).mean(axis=(0, 1, 2)))
+        sq = np.zeros(c, np.float64)
+        for i in range(0, n, 4096):  # float64 accuracy without a float64 copy of the whole set
+            sq += ((x[i : i + 4096].astype(np.float64) - m) ** 2).sum(axis=(0, 1, 2))
+        s = np.sqrt(sq / (n * h * w))
     else:
         s = _channel_vector(std, c, "std")
     if np.any(s <= 0):
@@ -117,7 +126,7 @@ def apply_preprocess(p: Preprocess, x01):
             f"apply_preprocess: images of shape {tail} have {flat.shape[-1]} values but the ZCA was fitted on "
             f"{p.zca_matrix.shape[0]}."
         )
-    out = (flat - p.zca_mean) @ p.zca_matrix
+    out = jnp.matmul(flat - p.zca_mean, p.zca_matrix, precision=_EXACT)
     return out.reshape(x.shape)
 
 
@@ -127,7 +136,7 @@ def invert_preprocess(p: Preprocess, x):
     if p.zca_matrix is None:
         return x * p.std + p.mean
     flat = x.reshape(x.shape[:-3] + (-1,))
-    out = flat @ p.zca_inverse + p.zca_mean
+    out = jnp.matmul(flat, p.zca_inverse, precision=_EXACT) + p.zca_mean
     return out.reshape(x.shape)
 
 
