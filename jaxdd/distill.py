@@ -1,0 +1,280 @@
+"""The distillation driver: ``DistillState``, the pure ``distill_step`` and the ``distill`` loop.
+
+``distill_step`` differentiates ``objective.loss(Synthetic(param.decode(syn["data"]), labels, extras), real,
+obj_state, key)`` with respect to the synthetic pytree only, applies an optax transformation with per-leaf learning
+rates (``optax.multi_transform`` over the pytree paths: ``data`` (pixels or factors, e.g. ``data/A``), ``labels``,
+``extras/<name>``), then calls ``objective.update``. It is one jitted program: the real batch is sampled on device
+from a ``RealPool`` (the whole normalised training split with a class index).
+
+Randomness: the step key is ``fold_in(key, step)``; consumers get named splits of it. So a run that is interrupted
+and resumed from a checkpoint replays exactly the same keys and ends with the same bits as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from jaxdd.data import ClassIndex, class_index, sample_per_class, check_ipc
+from jaxdd.objectives.base import Objective, Synthetic
+from jaxdd.synthetic.base import Parameterization, class_major_labels
+from jaxdd.types import Batch, JaxddError, PRNGKey, PyTree
+
+
+class RealPool(NamedTuple):
+    """The real training data the objective samples from, on device: images (N,h,w,c) normalised, labels (N,)."""
+
+    images: jax.Array
+    labels: jax.Array
+    index: ClassIndex
+
+    @property
+    def num_classes(self) -> int:
+        return self.index.table.shape[0]
+
+
+def make_pool(images, labels, num_classes: int) -> RealPool:
+    labels = np.asarray(labels, np.int32)
+    return RealPool(jnp.asarray(images, jnp.float32), jnp.asarray(labels), class_index(labels, num_classes))
+
+
+def sample_real(pool: RealPool, key: PRNGKey, per_class: int) -> Batch:
+    """A class-major real batch of ``per_class`` images of every class: (K*per_class, h, w, c)."""
+    idx = sample_per_class(key, pool.index, per_class).reshape(-1)
+    return Batch(pool.images[idx], pool.labels[idx])
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """Driver settings. Learning rates are per pytree path prefix: ``lrs`` adds/overrides entries such as
+    ``(("labels", 0.01), ("extras/syn_lr", 1e-5), ("data/A", 0.5))``; ``lr_img`` is the lr of ``data``."""
+
+    iterations: int = 1000
+    lr_img: float = 1.0
+    momentum: float = 0.5
+    learn_labels: bool = False
+    lrs: tuple[tuple[str, float], ...] = ()
+    optimizer: str = "sgd"  # "sgd" (momentum) or "adam"
+    log_every: int = 10
+    checkpoint_every: int = 100
+    eval_every: int = 0
+    keep_checkpoints: int = 2
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.iterations < 0:
+            raise JaxddError(f"iterations must be >= 0, got {self.iterations}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise JaxddError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+
+    def lr_table(self) -> dict[str, float]:
+        return {"data": self.lr_img, "labels": self.lr_img, "extras": self.lr_img, **dict(self.lrs)}
+
+
+class DistillState(NamedTuple):
+    step: jax.Array  # () int32: number of completed steps
+    syn: PyTree  # {"data": parameterization pytree, "labels"?: (n, K) learned labels, "extras": {...}}
+    opt_state: PyTree
+    obj_state: PyTree
+
+
+def _path_str(path) -> str:
+    return "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
+
+
+def synthetic_optimizer(syn: PyTree, config: DistillConfig) -> optax.GradientTransformation:
+    """optax.multi_transform with one optimiser per lr group; a leaf uses the longest matching path prefix.
+
+    Each group's learning rate is a state hyperparameter (inject_hyperparams), so sweeps can change it without
+    recompiling and the experiment axis can vmap over it."""
+    table = config.lr_table()
+
+    def group(path) -> str:
+        p = _path_str(path)
+        best = max((k for k in table if p == k or p.startswith(k + "/")), key=len, default=None)
+        if best is None:
+            raise JaxddError(f"no learning rate for synthetic leaf {p!r}; give one in DistillConfig.lrs")
+        return best
+
+    labels = jax.tree_util.tree_map_with_path(lambda path, _: group(path), syn)
+    used = set(jax.tree.leaves(labels))
+
+    def make(lr):
+        if config.optimizer == "adam":
+            return optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=0.5, b2=0.9)
+        return optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=config.momentum or None)
+
+    return optax.multi_transform({g: make(table[g]) for g in used}, labels)
+
+
+def decode_synthetic(param: Parameterization, syn: PyTree, num_classes: int) -> Synthetic:
+    x = param.decode(syn["data"])
+    y = syn["labels"] if "labels" in syn else class_major_labels(num_classes, param.images_per_class)
+    return Synthetic(x, y, syn.get("extras", {}))
+
+
+def init_state(key: PRNGKey, objective: Objective, param: Parameterization, pool: RealPool,
+               config: DistillConfig) -> tuple[DistillState, optax.GradientTransformation]:
+    """The step-0 state (synthetic set initialised from real images of each class or noise) and its optimiser."""
+    k_real, k_param, k_obj = jax.random.split(jax.random.fold_in(key, -1 & 0x7FFFFFFF), 3)
+    check_ipc(pool.index, param.images_per_class)
+    real_init = pool.images[sample_per_class(k_real, pool.index, param.images_per_class)]  # (K, m, h, w, c)
+    syn = {"data": param.init(k_param, real_init)}
+    if config.learn_labels:
+        k = pool.num_classes
+        syn["labels"] = jax.nn.one_hot(class_major_labels(k, param.images_per_class), k)
+    syn["extras"] = {k: jnp.asarray(v) for k, v in objective.learnables.items()}
+    tx = synthetic_optimizer(syn, config)
+    state = DistillState(jnp.zeros((), jnp.int32), syn, tx.init(syn), objective.init(k_obj))
+    return state, tx
+
+
+def distill_step(objective: Objective, param: Parameterization, tx: optax.GradientTransformation,
+                 state: DistillState, pool: RealPool, key: PRNGKey) -> tuple[DistillState, dict]:
+    """One pure distillation step (jit it with objective/param/tx static, e.g. via ``make_step``)."""
+    k = pool.num_classes
+    step_key = jax.random.fold_in(key, state.step)
+    k_real, k_loss, k_upd = jax.random.split(step_key, 3)
+    real = sample_real(pool, k_real, objective.real_per_class) if objective.real_per_class else Batch(
+        pool.images[:0], pool.labels[:0])
+
+    def loss_fn(syn):
+        return objective.loss(decode_synthetic(param, syn, k), real, state.obj_state, k_loss)
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.syn)
+    updates, opt_state = tx.update(grads, state.opt_state, state.syn)
+    syn = optax.apply_updates(state.syn, updates)
+    obj_state = objective.update(state.obj_state, decode_synthetic(param, syn, k), real, k_upd)
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    return DistillState(state.step + 1, syn, opt_state, obj_state), metrics
+
+
+def make_step(objective: Objective, param: Parameterization, tx: optax.GradientTransformation) -> Callable:
+    """``jit``-compiled ``(state, pool, key) -> (state, metrics)``; traced once per shapes."""
+    return jax.jit(lambda state, pool, key: distill_step(objective, param, tx, state, pool, key))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The driver
+
+
+class DistillResult(NamedTuple):
+    state: DistillState
+    images: jax.Array  # decoded synthetic images (n, h, w, c)
+    labels: jax.Array  # (n,) hard or (n, K) learned
+    history: list[dict]
+
+
+def _read_metrics(path: Path, upto: int) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("step", 0) <= upto]
+
+
+class _Interrupt:
+    """Turn SIGTERM into KeyboardInterrupt so a terminated run saves a checkpoint before leaving."""
+
+    def __enter__(self):
+        self._old = signal.getsignal(signal.SIGTERM)
+        try:
+            signal.signal(signal.SIGTERM, self._raise)
+        except ValueError:  # not in the main thread
+            self._old = None
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+        return False
+
+
+def distill(key: PRNGKey, objective: Objective, param: Parameterization, pool: RealPool, config: DistillConfig,
+            *, out_dir: str | os.PathLike | None = None,
+            evaluator: Callable[[jax.Array, jax.Array, int], dict] | None = None) -> DistillResult:
+    """Run ``config.iterations`` distillation steps; resume from ``out_dir/checkpoints`` if a checkpoint exists.
+
+    evaluator(images, labels, step) -> dict of metrics (e.g. validation accuracy) is called every
+    ``config.eval_every`` steps and at the end; it must not use the test split. Metrics go to
+    ``out_dir/metrics.jsonl`` (one JSON object per logged step). Ctrl-C or SIGTERM saves a checkpoint and re-raises.
+    """
+    from jaxdd.checkpoint import Checkpointer
+
+    state, tx = init_state(key, objective, param, pool, config)
+    step_fn = make_step(objective, param, tx)
+    ckpt = metrics_path = None
+    history: list[dict] = []
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt = Checkpointer(out / "checkpoints", max_to_keep=config.keep_checkpoints)
+        metrics_path = out / "metrics.jsonl"
+        if ckpt.latest_step() is not None:
+            state = ckpt.restore(state)
+            history = _read_metrics(metrics_path, int(state.step))
+            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+        elif metrics_path.exists():
+            metrics_path.unlink()
+
+    def log(row: dict):
+        history.append(row)
+        if metrics_path is not None:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def evaluate(step: int):
+        if evaluator is None:
+            return
+        syn = decode_synthetic(param, state.syn, pool.num_classes)
+        row = {"step": step, **{k: float(v) for k, v in evaluator(syn.x, syn.y, step).items()}}
+        log(row)
+
+    start = int(state.step)
+    bar = tqdm(total=config.iterations, initial=start, disable=not config.progress, desc=objective.name,
+               dynamic_ncols=True)
+    try:
+        with _Interrupt():
+            t0 = time.perf_counter()
+            for step in range(start, config.iterations):
+                state, metrics = step_fn(state, pool, key)
+                done = step + 1
+                if done % config.log_every == 0 or done == config.iterations or done == start + 1:
+                    vals = {k: float(v) for k, v in metrics.items()}
+                    if not np.isfinite(vals["loss"]):
+                        raise JaxddError(
+                            f"the {objective.name} loss became {vals['loss']} at step {done}: lower the learning "
+                            f"rates (lr_img={config.lr_img}) or check the inputs; the last checkpoint is kept")
+                    log({"step": done, "time": time.perf_counter() - t0, **vals})
+                    bar.set_postfix(loss=f"{vals['loss']:.4g}")
+                if config.eval_every and done % config.eval_every == 0 and done != config.iterations:
+                    evaluate(done)
+                if ckpt is not None and (done % config.checkpoint_every == 0 or done == config.iterations):
+                    ckpt.save(done, state)
+                bar.update(1)
+    except KeyboardInterrupt:
+        if ckpt is not None and int(state.step) > (ckpt.latest_step() or 0):
+            ckpt.save(int(state.step), state)
+        raise
+    finally:
+        bar.close()
+    if config.eval_every and (not history or history[-1].get("step") != config.iterations or
+                              "val_acc" not in history[-1]):
+        evaluate(int(state.step))
+    syn = decode_synthetic(param, state.syn, pool.num_classes)
+    if not bool(jnp.all(jnp.isfinite(syn.x))):
+        raise JaxddError("the synthetic set contains NaN or inf; lower the learning rates and rerun")
+    return DistillResult(state, syn.x, syn.y, history)

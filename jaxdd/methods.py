@@ -1,0 +1,87 @@
+"""Method registry: how the CLI and experiment configs find a distillation method by name.
+
+A method file (e.g. ``jaxdd/objectives/gradient.py``) ends with ``register_method(MethodSpec(...))``; the CLI builds
+its ``--flags`` from every registered method's ``options`` and calls ``spec.build(ctx)`` to get the Objective.
+``defaults`` are the paper's driver settings (``DistillConfig`` fields such as ``lr_img``, ``momentum``,
+``iterations``, ``optimizer``, ``learn_labels``, ``lrs``) plus ``init`` ("real"/"noise") and ``eval_augment`` (the
+DSA strategy the standard evaluation uses for this method, or None).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+from jaxdd.types import JaxddError, PRNGKey
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """A method-specific option, exposed as ``--name`` (underscores become dashes) on ``jaxdd distill``."""
+
+    name: str
+    type: type
+    default: Any
+    help: str = ""
+    choices: tuple | None = None
+
+
+class MethodContext(NamedTuple):
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    ipc: int  # decoded images per class of the synthetic set
+    model: str
+    model_kwargs: dict
+    options: dict  # option name -> value (defaults filled in)
+    dataset: str
+    pool: Any  # jaxdd.distill.RealPool: the normalised training split (minus validation)
+    preprocess: Any  # jaxdd.data.Preprocess
+    key: PRNGKey
+    data_dir: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    build: Callable[[MethodContext], Any]  # -> jaxdd.objectives.Objective
+    defaults: dict
+    options: tuple[Option, ...] = ()
+    help: str = ""
+
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    _METHODS[spec.name] = spec
+    return spec
+
+
+def _ensure_loaded():
+    import jaxdd.objectives  # noqa: F401  (importing registers every built-in method)
+
+
+def available_methods() -> list[str]:
+    _ensure_loaded()
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> MethodSpec:
+    _ensure_loaded()
+    if name not in _METHODS:
+        raise JaxddError(f"unknown method {name!r}; available methods: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def resolve_options(spec: MethodSpec, given: dict) -> dict:
+    """The method's option values: ``given`` (None = not given) over the option defaults."""
+    out = {}
+    for opt in spec.options:
+        v = given.get(opt.name)
+        out[opt.name] = opt.default if v is None else v
+    unknown = set(k for k, v in given.items() if v is not None) - {o.name for o in spec.options}
+    if unknown:
+        raise JaxddError(f"options {sorted(unknown)} do not apply to method {spec.name!r}; "
+                         f"its options are {[o.name for o in spec.options]}")
+    return out

@@ -1,0 +1,44 @@
+"""The Objective contract: one matching family = init / loss / update.
+
+``loss(syn, real, state, key) -> (scalar, aux dict)`` is differentiated with respect to the synthetic set only
+(``syn.x``, learned ``syn.y`` and ``syn.extras``). ``update(state, syn, real, key) -> state`` is the
+non-differentiated bookkeeping (a memory bank, heads trained alongside, an expert pointer). ``real_per_class`` is
+how many real images of each class the driver samples per step (class-major, 0 = none). ``learnables`` are extra
+leaves learned with the synthetic set (e.g. MTT's inner learning rate): the driver puts them in ``syn.extras``.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+
+from jaxdd.types import Batch, PRNGKey, PyTree
+
+
+class Synthetic(NamedTuple):
+    """The decoded synthetic set an objective sees: images x (n, h, w, c), labels y ((n,) or (n, k)), extras."""
+
+    x: jax.Array
+    y: jax.Array
+    extras: dict
+
+    @property
+    def batch(self) -> Batch:
+        return Batch(self.x, self.y)
+
+
+def no_init(key: PRNGKey) -> PyTree:
+    return ()
+
+
+def no_update(state: PyTree, syn: Synthetic, real: Batch, key: PRNGKey) -> PyTree:
+    return state
+
+
+class Objective(NamedTuple):
+    name: str
+    init: Callable[[PRNGKey], PyTree]
+    loss: Callable[[Synthetic, Batch, PyTree, PRNGKey], tuple[jax.Array, dict]]
+    update: Callable[[PyTree, Synthetic, Batch, PRNGKey], PyTree] = no_update
+    real_per_class: int = 0
+    learnables: dict = {}

@@ -1,0 +1,87 @@
+"""DM: distribution matching (Zhao & Bilen, WACV 2023; METHODS.md section 4).
+
+Every call draws a fresh randomly initialised network (parameters frozen, train mode) and matches, per class, the
+mean embedding psi (the flattened last-block features) of the synthetic images against that of a batch of real
+images of the same class, both augmented with the same Siamese DSA draw (one draw per class):
+
+    L = sum_c || mean_i psi(A_wc(x_ci)) - mean_j psi(A_wc(s_cj)) ||^2
+
+All classes go through one forward per side, so batch-norm models mix classes in their batch statistics exactly
+as the reference code does; for instance-norm models the classes are independent.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdd import augment as aug
+from jaxdd.models import apply_model, init_model
+from jaxdd.objectives.base import Objective, Synthetic, no_init
+from jaxdd.types import Batch, JaxddError
+
+
+def per_class_siamese_dsa(syn_x: jax.Array, real_x: jax.Array, key, num_classes: int, strategy: str | None):
+    """Augment class-major syn and real batches with one Siamese DSA draw per class (shared by both sides).
+
+    syn_x: (K*m, h, w, c), real_x: (K*n, h, w, c). Returns the two augmented arrays, same shapes."""
+    if not strategy:
+        return syn_x, real_x
+    keys = jax.random.split(key, num_classes)
+
+    def by_class(x):
+        xc = x.reshape(num_classes, -1, *x.shape[1:])
+        return jax.vmap(lambda a, k: aug.dsa(a, k, strategy, siamese=True))(xc, keys).reshape(x.shape)
+
+    return by_class(syn_x), by_class(real_x)
+
+
+def class_mean_embeddings(module: nn.Module, variables, x: jax.Array, num_classes: int) -> jax.Array:
+    """(K, d) per-class means of the embedding of a class-major batch x (K*m, h, w, c), train-mode forward."""
+    emb = apply_model(module, variables, x, train=True, features=True).features["embedding"]
+    return emb.reshape(num_classes, -1, emb.shape[-1]).mean(axis=1)
+
+
+def dm(module: nn.Module, num_classes: int, *, strategy: str | None = aug.DSA_DEFAULT,
+       real_per_class: int = 256) -> Objective:
+    """The DM objective for ``module`` (a fresh random instance every call). ``strategy`` None disables DSA."""
+    if strategy:
+        aug.parse_strategy(strategy)
+    if real_per_class < 1:
+        raise JaxddError(f"DM needs real images: real_per_class must be >= 1, got {real_per_class}")
+
+    def loss(syn: Synthetic, real: Batch, state, key):
+        k_model, k_aug = jax.random.split(key)
+        variables = init_model(module, k_model, syn.x.shape[1:])
+        sx, rx = per_class_siamese_dsa(syn.x, real.x, k_aug, num_classes, strategy)
+        mu_syn = class_mean_embeddings(module, variables, sx, num_classes)
+        mu_real = jax.lax.stop_gradient(class_mean_embeddings(module, variables, rx, num_classes))
+        per_class = jnp.sum(jnp.square(mu_real - mu_syn), axis=-1)
+        return jnp.sum(per_class), {"dm_per_class_max": jnp.max(per_class)}
+
+    return Objective("dm", no_init, loss, real_per_class=real_per_class)
+
+
+def _build_dm(ctx):
+    from jaxdd.models import get_model
+
+    module = get_model(ctx.model, ctx.num_classes, **ctx.model_kwargs)
+    return dm(module, ctx.num_classes, strategy=ctx.options["dsa"] or None,
+              real_per_class=ctx.options["real_per_class"])
+
+
+def _register():
+    from jaxdd.methods import MethodSpec, Option, register_method
+
+    register_method(MethodSpec(
+        name="dm",
+        build=_build_dm,
+        defaults={"lr_img": 1.0, "momentum": 0.5, "iterations": 20000, "init": "real",
+                  "eval_augment": aug.DSA_DEFAULT},
+        options=(Option("dsa", str, aug.DSA_DEFAULT, "DSA strategy for matching ('' or none disables)"),
+                 Option("real_per_class", int, 256, "real images per class per iteration")),
+        help="distribution matching (Zhao & Bilen, WACV 2023)",
+    ))
+
+
+_register()
