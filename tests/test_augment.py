@@ -253,17 +253,32 @@ def test_rotate_on_ramp_is_a_rotation():
 
 
 @jax.jit
-def _affine_cases(x):
+def _affine_cases(x, mats, shifts):
+    h, w = x.shape[1:3]
+    # independent reference for the sampler: scipy-style linear map_coordinates with constant 0 outside
+    yin, xin = A._affine_coords(h, w, mats, shifts)
+    ref = jax.vmap(
+        lambda im, yy, xx: jnp.stack(
+            [jax.scipy.ndimage.map_coordinates(im[..., ch], [yy, xx], order=1, mode="constant") for ch in range(3)], -1
+        )
+    )(x, yin, xin)
     return (
         A._affine(x, A._rot_mat(jnp.float32(math.pi / 2))),
         A._affine(x, jnp.eye(2), jnp.array([6.0, 0.0])),
         A._affine(x, jnp.eye(2), jnp.array([0.5, 0.0])),
+        A._affine(x, mats, shifts),
+        A._affine(x, mats[0], shifts[0]),
+        ref,
     )
 
 
 def test_affine_rot90_and_zero_fill():
     x = np.asarray(_images(9, (2, 6, 6, 3)))
-    rot, gone, half = (np.asarray(a) for a in _affine_cases(jnp.asarray(x)))
+    mats = jax.random.normal(jax.random.key(10), (2, 2, 2))
+    shifts = jax.random.normal(jax.random.key(11), (2, 2))
+    rot, gone, half, per_image, shared, ref = (np.asarray(a) for a in _affine_cases(jnp.asarray(x), mats, shifts))
+    np.testing.assert_allclose(per_image, ref, atol=1e-5)  # per-image gather path
+    np.testing.assert_allclose(shared[0], ref[0], atol=1e-5)  # shared-grid (Siamese) gather path
     assert any(np.allclose(rot, np.rot90(x, k, axes=(1, 2)), atol=1e-5) for k in (1, 3))
     np.testing.assert_array_equal(gone, 0.0)  # shifted by a whole image: zero fill outside
     np.testing.assert_allclose(half[:, :-1], 0.5 * (x[:, :-1] + x[:, 1:]), atol=1e-6)  # half-pixel: average
