@@ -48,6 +48,9 @@ class MethodSpec:
     defaults: dict
     options: tuple[Option, ...] = ()
     help: str = ""
+    # tiny(ctx, tmp_dir) -> option overrides for a seconds-long run on toy data (the contract test suite uses it;
+    # it may create small resources such as an expert buffer or a teacher under tmp_dir).
+    tiny: Callable[[MethodContext, str], dict] | None = None
 
 
 _METHODS: dict[str, MethodSpec] = {}

@@ -81,6 +81,7 @@ def _register():
         options=(Option("dsa", str, aug.DSA_DEFAULT, "DSA strategy for matching ('' or none disables)"),
                  Option("real_per_class", int, 256, "real images per class per iteration")),
         help="distribution matching (Zhao & Bilen, WACV 2023)",
+        tiny=lambda ctx, tmp: {"real_per_class": 4},
     ))
 
 
