@@ -203,7 +203,7 @@ def _affine(x: jax.Array, mat: jax.Array, shift: jax.Array | None = None) -> jax
 
 
 def _shift_one(img: jax.Array, dy: jax.Array, dx: jax.Array) -> jax.Array:
-    """out[i, j] = img[i - dy, j - dx], zero where that falls outside."""
+    """out[i, j] = img[i - dy, j - dx], zero where that falls outside (row and column gathers, then a mask)."""
     h, w, _ = img.shape
     rows = jnp.arange(h) - dy
     cols = jnp.arange(w) - dx
@@ -233,15 +233,16 @@ def _brightness(x, u, p: DSAParams):
 
 
 def _channel_mean(x):
-    # Per-pixel mean over the (small) channel axis. Summing static slices: XLA:CPU reduces a minor axis of size 3
-    # about 20x slower than this.
+    """Per-pixel mean over the channel axis, broadcast back to x's shape.
+
+    Built from static slices and a concatenate: XLA:CPU reduces (and, in the backward pass, broadcasts over) a minor
+    axis of size 3 about 20x slower than this; the transposes of slice/concatenate are cheap.
+    """
     c = x.shape[-1]
-    if c > 16:
-        return jnp.mean(x, axis=-1, keepdims=True)
     total = x[..., 0:1]
     for i in range(1, c):
         total = total + x[..., i : i + 1]
-    return total / c
+    return jnp.concatenate([total / c] * c, axis=-1)
 
 
 def _saturation(x, u, p: DSAParams):
