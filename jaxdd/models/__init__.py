@@ -45,6 +45,8 @@ for _tag, _act in (("AS", "sigmoid"), ("AR", "relu"), ("AL", "leakyrelu"), ("ASw
 register_model("ConvNetASwishBN", _convnet(act="swish", norm="batchnorm"))
 register_model("MLP", lambda num_classes, **kw: MLP(num_classes=num_classes, **kw))
 
+from jaxdd.models import resnet as _resnet  # noqa: E402,F401  (registers ResNet18, ResNet18BN, ResNet8BN)
+
 
 def available_models() -> list[str]:
     return sorted(_REGISTRY)
