@@ -65,6 +65,7 @@ class DistillConfig:
     learn_labels: bool = False
     lrs: tuple[tuple[str, float], ...] = ()
     optimizer: str = "sgd"  # "sgd" (momentum) or "adam"
+    schedule: str = "constant"  # "constant" or "cosine" (every lr decays as 0.5 (1 + cos(pi t / iterations)))
     log_every: int = 10
     checkpoint_every: int = 100
     eval_every: int = 0
@@ -76,6 +77,8 @@ class DistillConfig:
             raise JaxddError(f"iterations must be >= 0, got {self.iterations}")
         if self.optimizer not in ("sgd", "adam"):
             raise JaxddError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise JaxddError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
 
     def lr_table(self) -> dict[str, float]:
         return {"data": self.lr_img, "labels": self.lr_img, "extras": self.lr_img, **dict(self.lrs)}
@@ -110,6 +113,8 @@ def synthetic_optimizer(syn: PyTree, config: DistillConfig) -> optax.GradientTra
     used = set(jax.tree.leaves(labels))
 
     def make(lr):
+        if config.schedule == "cosine":
+            lr = optax.cosine_decay_schedule(lr, max(config.iterations, 1))
         if config.optimizer == "adam":
             return optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=0.5, b2=0.9)
         return optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=config.momentum or None)
@@ -135,7 +140,9 @@ def init_state(key: PRNGKey, objective: Objective, param: Parameterization, pool
         syn["labels"] = jax.nn.one_hot(class_major_labels(k, param.images_per_class), k)
     syn["extras"] = {k: jnp.asarray(v) for k, v in objective.learnables.items()}
     tx = synthetic_optimizer(syn, config)
-    state = DistillState(jnp.zeros((), jnp.int32), syn, tx.init(syn), objective.init(k_obj))
+    obj_state = (objective.init_with_real(k_obj, real_init) if objective.init_with_real is not None
+                 else objective.init(k_obj))
+    state = DistillState(jnp.zeros((), jnp.int32), syn, tx.init(syn), obj_state)
     return state, tx
 
 
@@ -154,6 +161,8 @@ def distill_step(objective: Objective, param: Parameterization, tx: optax.Gradie
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.syn)
     updates, opt_state = tx.update(grads, state.opt_state, state.syn)
     syn = optax.apply_updates(state.syn, updates)
+    if objective.project is not None:
+        syn = {**syn, "data": objective.project(syn["data"])}
     obj_state = objective.update(state.obj_state, decode_synthetic(param, syn, k), real, k_upd)
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
     return DistillState(state.step + 1, syn, opt_state, obj_state), metrics

@@ -42,3 +42,10 @@ class Objective(NamedTuple):
     update: Callable[[PyTree, Synthetic, Batch, PRNGKey], PyTree] = no_update
     real_per_class: int = 0
     learnables: dict = {}
+    # Optional, additive hooks (None = unused):
+    # init_with_real(key, real_init) -> state replaces init(key) when given: real_init (K, m, h, w, c) are the real
+    # images of each class the driver drew to initialise the synthetic set (DWA perturbs its teacher on them).
+    init_with_real: Callable[[PRNGKey, jax.Array], PyTree] | None = None
+    # project(data) -> data is applied to the synthetic ``data`` pytree after every optimiser update (a projection
+    # onto a feasible set, e.g. SRe2L's clipping of pixels to the valid normalised range).
+    project: Callable[[PyTree], PyTree] | None = None
