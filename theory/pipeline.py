@@ -1,0 +1,258 @@
+"""Per-seed problems and the vmapped stage runners used by the memory searches and the sweeps.
+
+A ``Problem`` holds everything one seed needs: the task, the "reproduce" init theta_0 (its redrawn biases included),
+K stage-1 inits (the first is theta_0), a held-out init for "transfer", the real first-layer gradients of the full
+data at all of them, a readout pool and a test set. ``prepare`` is a pure function of (key, cfg) and is vmapped over
+seed keys. The runners take a stack of problems (leading seed axis S) and a bucket of candidate sizes (C of them,
+padded to ``pad``) and return metrics of shape (S, C); they are jitted with (cfg, pad) static.
+
+Keys: seed key -> fold_in(., stream id) for each consumer; candidate M of a stage uses fold_in(stage key, M), so a
+result does not depend on which bucket the candidate was run in.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from theory import distill as dd
+from theory import metrics as mt
+from theory import network as nw
+from theory import tasks as tk
+
+# stream ids for fold_in (fixed forever: changing them changes every result)
+_TASK, _INIT, _FRESH, _DATA, _POOL, _TEST, _S1, _S2, _E2E, _SUB = range(10)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One grid point of a sweep. Hashable; used as a static jit argument.
+
+    d, r, L, kind, kappa, noise: task and width. lambda2: ridge. n_real: points behind the full-data first-layer
+    gradients; n_pool: real pool for readouts and stage-2/end-to-end losses; n_test: test points. K: stage-1 inits.
+    gm_*: stage-1 Adam; pm_*: stage-2 Adam; e2e_*: end-to-end Adam and input init scale (unit scale, like real points, as in pilot A). chunk: streaming chunk for the gradients."""
+
+    d: int = 32
+    r: int = 2
+    L: int = 256
+    kind: str = "quad"
+    kappa: float = 2.0
+    noise: float = 0.0
+    lambda2: float = 1e-4
+    n_real: int = 65536
+    n_pool: int = 16384
+    n_test: int = 8192
+    K: int = 4
+    gm_steps: int = 1500
+    gm_lr: float = 3e-2
+    gm_metric: str = "fro"
+    init_scale: float = 0.1
+    pm_steps: int = 2000
+    pm_lr: float = 1e-2
+    e2e_steps: int = 1500
+    e2e_lr: float = 1e-2
+    e2e_batch: int = 512
+    e2e_init_scale: float = 1.0
+    chunk: int = 8192
+    dtype: str = "float32"
+
+
+class Problem(NamedTuple):
+    task: tk.MIMTask
+    theta0: nw.TwoLayerInit      # (L, d) ... the "reproduce" init
+    inits: nw.TwoLayerInit       # (K, L, d) ... stage-1 inits, inits[0] == theta0
+    fresh: nw.TwoLayerInit       # held-out init ("transfer")
+    G: jax.Array                 # (K, L, d) full-data first-layer gradients at inits
+    G_fresh: jax.Array           # (L, d) at the held-out init
+    X_pool: jax.Array            # (n_pool, d)
+    y_pool: jax.Array
+    X_test: jax.Array            # (n_test, d)
+    y_test: jax.Array
+
+
+def _stack(ts):
+    return jax.tree.map(lambda *a: jnp.stack(a), *ts)
+
+
+def prepare(key, cfg: Config) -> Problem:
+    """Draw one seed's problem. The full-data gradients are streamed over n_real / chunk chunks of fresh data."""
+    dt = jnp.dtype(cfg.dtype)
+    task = tk.make_mim_task(jax.random.fold_in(key, _TASK), cfg.d, cfg.r, cfg.kind, cfg.kappa, cfg.noise)
+    task = jax.tree.map(lambda a: a.astype(dt), task)
+    kinit = jax.random.fold_in(key, _INIT)
+    inits = _stack([nw.init_two_layer(jax.random.fold_in(kinit, k), cfg.d, cfg.L, dtype=dt) for k in range(cfg.K)])
+    fresh = nw.init_two_layer(jax.random.fold_in(key, _FRESH), cfg.d, cfg.L, dtype=dt)
+    allinit = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), inits, fresh)
+    n_chunks = max(1, cfg.n_real // cfg.chunk)
+    kdata = jax.random.fold_in(key, _DATA)
+
+    def body(acc, c):
+        X, y = tk.sample(task, jax.random.fold_in(kdata, c), cfg.chunk)
+        G = jax.vmap(lambda th: nw.first_layer_grad(th, X, y))(allinit)
+        return acc + G / n_chunks, None
+
+    G0 = jnp.zeros((cfg.K + 1, cfg.L, cfg.d), dt)
+    G, _ = jax.lax.scan(body, G0, jnp.arange(n_chunks))
+    X_pool, y_pool = tk.sample(task, jax.random.fold_in(key, _POOL), cfg.n_pool)
+    X_test, y_test = tk.sample(task, jax.random.fold_in(key, _TEST), cfg.n_test)
+    theta0 = jax.tree.map(lambda a: a[0], inits)
+    return Problem(task, theta0, inits, fresh, G[: cfg.K], G[cfg.K], X_pool, y_pool, X_test, y_test)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def prepare_many(keys, cfg: Config) -> Problem:
+    """vmap of ``prepare`` over seed keys (S,)."""
+    return jax.vmap(lambda k: prepare(k, cfg))(keys)
+
+
+def test_mse(W1, b, a, p: Problem):
+    return jnp.mean((nw.forward(W1, a, b, p.X_test) - p.y_test) ** 2)
+
+
+def feature_quality(W1, b, p: Problem, lambda2):
+    """Test MSE of the ridge readout fitted on the real pool over relu(X W1^T + b) (stage-1 criterion)."""
+    a = nw.readout_from_moments(nw.moments(W1, b, p.X_pool, p.y_pool), lambda2)
+    return test_mse(W1, b, a, p)
+
+
+class Reference(NamedTuple):
+    """Full-data references per seed: W1 and readout at theta_0, test MSE, feature quality at the fresh init."""
+
+    W1: jax.Array
+    a: jax.Array
+    mse_full: jax.Array
+    fq_full_fresh: jax.Array
+    mse_rf: jax.Array          # random features: first layer frozen at init (no step)
+    mse_lowrank: jax.Array     # W1 truncated to rank r, readout refitted
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def references(probs: Problem, cfg: Config) -> Reference:
+    def one(p):
+        W1 = nw.normalise_rows(-p.G[0])
+        a = nw.readout_from_moments(nw.moments(W1, p.theta0.b, p.X_pool, p.y_pool), cfg.lambda2)
+        Wf = nw.normalise_rows(-p.G_fresh)
+        fqf = feature_quality(Wf, p.fresh.b, p, cfg.lambda2)
+        rf = feature_quality(p.theta0.W, p.theta0.b, p, cfg.lambda2)
+        u, s, vt = jnp.linalg.svd(W1, full_matrices=False)
+        Wr = (u[:, : cfg.r] * s[: cfg.r]) @ vt[: cfg.r]
+        lr = feature_quality(Wr, p.theta0.b, p, cfg.lambda2)
+        return Reference(W1, a, test_mse(W1, p.theta0.b, a, p), fqf, rf, lr)
+
+    return jax.vmap(one)(probs)
+
+
+# ---------------------------------------------------------------------------------------------- stage runners
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def run_stage1(probs: Problem, keys, sizes, cfg: Config, pad: int):
+    """Stage-1 GM for S seeds x C candidate sizes (padded to ``pad``). Returns (sets with leading (S, C), metrics
+    dict of (S, C) arrays): fq_fresh, fq_theta0 (feature quality), gm_loss, x_in_span, offsub (W~1 at theta_0),
+    cos2 (principal angles)."""
+
+    def per_seed(p: Problem, key):
+        k1 = jax.random.fold_in(key, _S1)
+
+        def per_size(M):
+            mask = dd.size_mask(M, pad, p.G.dtype)
+            D, loss = dd.distill_gm(jax.random.fold_in(k1, M), p.inits, p.G, mask, steps=cfg.gm_steps,
+                                    lr=cfg.gm_lr, init_scale=cfg.init_scale, metric=cfg.gm_metric)
+            Wf = nw.first_layer_step(p.fresh, D.x, D.y, mask)
+            W0 = nw.first_layer_step(p.theta0, D.x, D.y, mask)
+            m = dict(fq_fresh=feature_quality(Wf, p.fresh.b, p, cfg.lambda2),
+                     fq_theta0=feature_quality(W0, p.theta0.b, p, cfg.lambda2),
+                     gm_loss=loss, x_in_span=mt.x_in_span(D.x, p.task.U, mask),
+                     offsub=mt.offsub(W0, p.task.U), cos2=mt.principal_cos2(D.x, p.task.U, mask))
+            return D, m
+
+        return jax.vmap(per_size)(sizes)
+
+    return jax.vmap(per_seed)(probs, keys)
+
+
+class Stage2Input(NamedTuple):
+    """Per seed: the selected stage-1 set, W~1 at theta_0, pool moments of its features, the readout fitted on the
+    pool over the same features (a_ref) and the full-data model's test predictions (f_real)."""
+
+    D1: dd.DistilledSet
+    W1: jax.Array
+    mom: nw.Moments
+    a_ref: jax.Array
+    f_real: jax.Array
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def stage2_inputs(probs: Problem, D1: dd.DistilledSet, cfg: Config, ref: Reference) -> Stage2Input:
+    def one(p, D, W1r, ar):
+        W1 = nw.first_layer_step(p.theta0, D.x, D.y, D.mask)
+        mom = nw.moments(W1, p.theta0.b, p.X_pool, p.y_pool)
+        return Stage2Input(D, W1, mom, nw.readout_from_moments(mom, cfg.lambda2),
+                           nw.forward(W1r, ar, p.theta0.b, p.X_test))
+
+    return jax.vmap(one)(probs, D1, ref.W1, ref.a)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))
+def run_stage2(probs: Problem, s2: Stage2Input, keys, sizes, kind: str, cfg: Config, pad: int):
+    """Stage-2 PM-through-ridge for S seeds x C sizes. Metrics (S, C): test_mse, agree_real = E(f_D - f_real)^2,
+    agree_ref = E(f_D - f_ref)^2 with f_ref the pool readout on the same W~1, param_rel = ||a - a_ref|| / ||a_ref||,
+    x2_in_span."""
+
+    def per_seed(p: Problem, s: Stage2Input, key):
+        k2 = jax.random.fold_in(jax.random.fold_in(key, _S2), dd.STAGE2_KINDS.index(kind))
+        b = p.theta0.b
+        f_ref = nw.forward(s.W1, s.a_ref, b, p.X_test)
+
+        def per_size(M):
+            mask = dd.size_mask(M, pad, s.W1.dtype)
+            params, a = dd.distill_pm_ridge(jax.random.fold_in(k2, M), kind, s.D1, mask, s.W1, b, s.mom,
+                                            lambda2=cfg.lambda2, steps=cfg.pm_steps, lr=cfg.pm_lr)
+            f = nw.forward(s.W1, a, b, p.X_test)
+            X2 = dd.decode_stage2(kind, params, s.D1)
+            return dict(test_mse=jnp.mean((f - p.y_test) ** 2), agree_real=jnp.mean((f - s.f_real) ** 2),
+                        agree_ref=jnp.mean((f - f_ref) ** 2),
+                        param_rel=jnp.linalg.norm(a - s.a_ref) / jnp.linalg.norm(s.a_ref),
+                        x2_in_span=mt.x_in_span(X2, p.task.U, mask))
+
+        return jax.vmap(per_size)(sizes)
+
+    return jax.vmap(per_seed)(probs, s2, keys)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def run_e2e(probs: Problem, keys, sizes, cfg: Config, pad: int):
+    """End-to-end PM at theta_0 for S seeds x C sizes. Metrics (S, C): test_mse, x_in_span."""
+
+    def per_seed(p: Problem, key):
+        k3 = jax.random.fold_in(key, _E2E)
+
+        def per_size(M):
+            mask = dd.size_mask(M, pad, p.G.dtype)
+            D = dd.distill_end2end(jax.random.fold_in(k3, M), p.theta0, p.X_pool, p.y_pool, mask,
+                                   lambda2=cfg.lambda2, steps=cfg.e2e_steps, lr=cfg.e2e_lr,
+                                   batch=cfg.e2e_batch, init_scale=cfg.e2e_init_scale)
+            W1, a = nw.train_one_step_ridge(p.theta0, D.x, D.y, cfg.lambda2, weights=mask)
+            return dict(test_mse=test_mse(W1, p.theta0.b, a, p), x_in_span=mt.x_in_span(D.x, p.task.U, mask))
+
+        return jax.vmap(per_size)(sizes)
+
+    return jax.vmap(per_seed)(probs, keys)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _subset_mse_padded(p: Problem, key, n, pad: int, lambda2: float):
+    X, y = tk.sample(p.task, key, pad)
+    w = (jnp.arange(pad) < n).astype(X.dtype)
+    W1, a = nw.train_one_step_ridge(p.theta0, X, y, lambda2, weights=w)
+    return test_mse(W1, p.theta0.b, a, p)
+
+
+def real_subset_mse(p: Problem, key, n: int, lambda2: float) -> float:
+    """Baseline: the same pipeline (same theta_0) trained on the first n of a fresh real sample drawn with
+    fold_in(fold_in(key, _SUB), n); returns test MSE. Padded to a power of two so that bisection reuses compiles."""
+    pad = max(16, 1 << (int(n) - 1).bit_length())
+    k = jax.random.fold_in(jax.random.fold_in(key, _SUB), n)
+    return float(_subset_mse_padded(p, k, jnp.asarray(n), pad, float(lambda2)))
