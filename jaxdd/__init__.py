@@ -9,7 +9,7 @@ Flat public API; users never import private paths::
 __version__ = "0.1.0"
 
 from jaxdd import augment, data, models  # noqa: E402
-from jaxdd.augment import DSA_DEFAULT, DSA_NO_FLIP, DSAParams, dc_augment, dsa  # noqa: E402
+from jaxdd.augment import DSA_DEFAULT, DSA_NO_FLIP, DCParams, DSAParams, dc_augment, dsa, parse_strategy  # noqa: E402,E501
 from jaxdd.checkpoint import Artifact, Checkpointer, load_artifact, save_artifact  # noqa: E402
 from jaxdd.data import (  # noqa: E402
     Dataset, Preprocess, apply_preprocess, class_index, fit_preprocess, invert_preprocess, load,
@@ -26,5 +26,6 @@ from jaxdd.pipeline import (  # noqa: E402
     available_parameterizations, distill_dataset, evaluate_run, register_parameterization,
 )
 from jaxdd.synthetic import Parameterization, pixel_budget, pixels  # noqa: E402
+from jaxdd.synthetic.low_rank import low_rank  # noqa: E402  (registers --param low_rank)
 from jaxdd.train import TrainProtocol, cross_entropy, default_protocol, train, train_many, unroll_sgd  # noqa: E402
 from jaxdd.types import Batch, JaxddError  # noqa: E402
