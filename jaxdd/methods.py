@@ -61,8 +61,20 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
+# Derivers: fn(methods: dict[str, MethodSpec]) -> None registers derived methods (e.g. "dm+mim" from "dm") with
+# register_method. They run after every built-in method is imported (and again on each lookup, so a base method
+# registered later is derived too); a deriver must skip what it already registered.
+_DERIVERS: list[Callable[[dict], None]] = []
+
+
+def register_deriver(fn: Callable[[dict], None]) -> None:
+    _DERIVERS.append(fn)
+
+
 def _ensure_loaded():
     import jaxdd.objectives  # noqa: F401  (importing registers every built-in method)
+    for derive in _DERIVERS:
+        derive(dict(_METHODS))
 
 
 def available_methods() -> list[str]:
