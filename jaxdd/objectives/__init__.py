@@ -1,6 +1,7 @@
 """Matching objectives, one file per family; all follow ``jaxdd.objectives.base.Objective``."""
 from jaxdd.objectives.base import Objective, Synthetic, no_init, no_update
 from jaxdd.objectives.distribution import class_mean_embeddings, dm, per_class_siamese_dsa
+from jaxdd.objectives.recover import recover, relabel_evaluate  # registers sre2l, dwa
 from jaxdd.objectives.mutual_info import contrastive_terms, nce_loss, with_mutual_info
 from jaxdd.objectives.gradient import dc, dsa, gradient_matching, layerwise_distance
 from jaxdd.objectives.kernel import kernel_ridge_predict, kip
@@ -8,4 +9,4 @@ from jaxdd.objectives.performance import bptt
 
 __all__ = ["bptt", "Objective", "Synthetic", "class_mean_embeddings", "dc", "dm", "dsa", "gradient_matching",
            "kernel_ridge_predict", "kip", "layerwise_distance", "no_init", "no_update",
-           "per_class_siamese_dsa", "contrastive_terms", "nce_loss", "with_mutual_info"]
+           "per_class_siamese_dsa", "recover", "relabel_evaluate", "contrastive_terms", "nce_loss", "with_mutual_info"]
