@@ -16,8 +16,8 @@ install: $(STAMP)
 
 # Main job on the embedded default dataset (scikit-learn's 8x8 digits): distil with DM, evaluate, write artifacts.
 demo: $(STAMP)
-	$(BIN)/jaxdd distill --method dm --dataset digits --ipc 5 --iterations 200 --seed 0 --out runs/demo
-	$(BIN)/jaxdd evaluate runs/demo --models 4 --epochs 300
+	$(BIN)/jaxdd distill --method dm --dataset digits --ipc 5 --iterations 200 --real-per-class 64 --seed 0 --out runs/demo
+	$(BIN)/jaxdd evaluate runs/demo --models 4 --epochs 300 --baseline
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
