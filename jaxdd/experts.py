@@ -1,0 +1,455 @@
+"""Expert trajectories for trajectory matching (MTT, METHODS.md section 5): train, store, stream.
+
+    jaxdd experts --dataset fashion_mnist --num-experts 10 --epochs 20 --out experts/fmnist
+
+Experts are networks trained from random initialisation on the real training split (the split ``distill_dataset``
+uses: the training set minus the class-stratified validation split) with plain SGD: constant lr (0.01), no
+momentum, no weight decay, batch 256, DSA non-Siamese. Their parameters are saved at initialisation and after every
+epoch. ``group`` experts are trained at once (``vmap`` over experts, one jitted step).
+
+On-disk buffer (a directory)::
+
+    meta.json          how the experts were trained: dataset (+ its size and split), preprocessing, model,
+                       protocol, seed, dtype, parameter layout (ravel order), jaxdd version
+    preprocess.npz     the preprocessing arrays (mean/std, ZCA) the experts saw
+    expert_00000.npy   one expert: (epochs + 1, P) flat parameters (jax.flatten_util.ravel_pytree order), float32
+                       or bfloat16 bits stored as uint16 (``dtype="bfloat16"`` halves the size)
+    manifest.json      the experts that are COMPLETE, with their byte sizes; written atomically after each file
+    progress/          orbax checkpoint of the group being trained (its snapshots so far), one per finished epoch
+
+Writes are atomic (write to a temporary name, fsync, ``os.replace``), and a file counts only once the manifest lists
+it; an interrupted run leaves at most a stray temporary file and a ``progress/`` checkpoint, and rerunning the same
+command resumes from the last finished epoch of the interrupted group with the same keys, so the result is the same as
+an uninterrupted run. ``ExpertBuffer`` refuses an incomplete buffer (unless ``allow_partial``) and checks every file's
+size and header against the manifest, so a half-written buffer is never read silently.
+
+Reading streams from disk: ``ExpertBuffer.snapshot(i, epoch)`` memory-maps the expert's file and copies one row;
+``ExpertBuffer.fetch`` is the ``jax.pure_callback`` used inside the jitted MTT loss.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from jaxdd import augment as aug
+from jaxdd.types import JaxddError, PRNGKey, PyTree
+
+FORMAT_VERSION = 1
+META = "meta.json"
+MANIFEST = "manifest.json"
+PREPROCESS = "preprocess.npz"
+PROGRESS = "progress"
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertProtocol:
+    """How each expert is trained (MTT buffer.py defaults): plain SGD, constant lr, batch 256, DSA non-Siamese."""
+
+    epochs: int = 50
+    lr: float = 0.01
+    batch_size: int = 256
+    augment: str | None = aug.DSA_DEFAULT
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.lr <= 0 or self.batch_size < 1:
+            raise JaxddError(f"invalid ExpertProtocol {self}: epochs >= 1, lr > 0, batch_size >= 1 are required")
+        if self.augment:
+            aug.parse_strategy(self.augment)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_write_json(path: Path, obj) -> None:
+    _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _expert_file(directory: Path, i: int) -> Path:
+    return directory / f"expert_{i:05d}.npy"
+
+
+def _to_storage(traj: np.ndarray, dtype: str) -> np.ndarray:
+    traj = np.asarray(traj, np.float32)
+    if dtype == "float32":
+        return traj
+    return np.asarray(jnp.asarray(traj, jnp.bfloat16)).view(np.uint16)
+
+
+def _from_storage(a: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "float32":
+        return np.asarray(a, np.float32)
+    return np.asarray(jnp.asarray(np.asarray(a).view(jnp.bfloat16), jnp.float32))
+
+
+def param_layout(params: PyTree) -> list[dict]:
+    """The ravel order of a params pytree: [{"path", "shape"}], recorded in meta.json so the layout is checkable."""
+    from jaxdd.distill import _path_str
+
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    return [{"path": _path_str(p), "shape": list(np.shape(v))} for p, v in leaves]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+class ExpertBuffer:
+    """A finished (or, with ``allow_partial``, partly written) expert buffer on disk; rows are read on demand.
+
+    ``num_experts`` counts complete experts only; ``epochs`` is the number of training epochs (each expert holds
+    ``epochs + 1`` snapshots, index 0 = initialisation); ``num_params`` is P.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, allow_partial: bool = False):
+        self.directory = Path(directory)
+        meta_path = self.directory / META
+        if not meta_path.exists():
+            raise JaxddError(f"{self.directory} is not an expert buffer (no {META}); create one with "
+                             f"`jaxdd experts --dataset NAME --num-experts N --epochs E --out {self.directory}`")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format_version") != FORMAT_VERSION:
+            raise JaxddError(f"{self.directory}: buffer format {self.meta.get('format_version')} is not the "
+                             f"supported {FORMAT_VERSION}; regenerate it with this jaxdd version")
+        manifest = _read_manifest(self.directory)
+        planned = int(self.meta["num_experts"])
+        done = sorted(int(i) for i in manifest)
+        if done != list(range(len(done))):
+            raise JaxddError(f"{self.directory}: manifest lists experts {done}, not 0..n-1; the buffer is corrupt, "
+                             "delete it and regenerate")
+        if not done:
+            raise JaxddError(f"{self.directory} holds no complete expert yet: rerun the same `jaxdd experts` "
+                             "command to resume writing it")
+        if len(done) < planned and not allow_partial:
+            raise JaxddError(f"{self.directory} is incomplete ({len(done)} of {planned} experts written, probably "
+                             "interrupted): rerun the same `jaxdd experts` command to resume it, or open it with "
+                             "allow_partial=True to use the finished experts only")
+        self.num_experts = len(done)
+        self.epochs = int(self.meta["protocol"]["epochs"])
+        self.num_params = int(self.meta["num_params"])
+        self.dtype = self.meta["dtype"]
+        self._rows_dtype = np.float32 if self.dtype == "float32" else np.uint16
+        self._sizes = {int(k): int(v["bytes"]) for k, v in manifest.items()}
+        self._maps: dict[int, np.ndarray] = {}
+
+    # -- file access ------------------------------------------------------------------------------------------
+    def _map(self, i: int) -> np.ndarray:
+        if not 0 <= i < self.num_experts:
+            raise JaxddError(f"expert {i} out of range: the buffer holds {self.num_experts} complete experts")
+        if i not in self._maps:
+            path = _expert_file(self.directory, i)
+            if not path.exists() or path.stat().st_size != self._sizes[i]:
+                raise JaxddError(f"{path} is missing or has the wrong size (manifest says {self._sizes[i]} bytes): "
+                                 "the buffer is damaged; delete that file and its manifest entry and rerun "
+                                 "`jaxdd experts` to rewrite it")
+            arr = np.load(path, mmap_mode="r")
+            want = (self.epochs + 1, self.num_params)
+            if arr.shape != want or arr.dtype != self._rows_dtype:
+                raise JaxddError(f"{path} holds {arr.shape} {arr.dtype}, expected {want} {self._rows_dtype}")
+            self._maps[i] = arr
+        return self._maps[i]
+
+    def trajectory(self, i: int) -> np.ndarray:
+        """All snapshots of expert i: (epochs + 1, P) float32."""
+        return _from_storage(np.array(self._map(i)), self.dtype)
+
+    def snapshot(self, i: int, epoch: int) -> np.ndarray:
+        """Expert i's flat parameters after ``epoch`` epochs (0 = init): (P,) float32, one row read from disk."""
+        if not 0 <= epoch <= self.epochs:
+            raise JaxddError(f"epoch {epoch} out of range 0..{self.epochs}")
+        return _from_storage(np.array(self._map(i)[epoch]), self.dtype)
+
+    def fetch(self, expert: np.ndarray, start: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
+        """Host function for ``jax.pure_callback``: (theta_start, theta_{start+span}) of ``expert``.
+
+        ``expert`` and ``start`` may carry leading batch dimensions (vmap); returns (..., P) float32 twice."""
+        expert = np.asarray(expert)
+        start = np.asarray(start)
+        shape = np.broadcast_shapes(expert.shape, start.shape)
+        e = np.broadcast_to(expert, shape).reshape(-1)
+        s = np.broadcast_to(start, shape).reshape(-1)
+        a = np.stack([self.snapshot(int(i), int(t)) for i, t in zip(e, s)])
+        b = np.stack([self.snapshot(int(i), int(t) + span) for i, t in zip(e, s)])
+        return a.reshape(*shape, -1), b.reshape(*shape, -1)
+
+    def preprocess(self):
+        from jaxdd.data import preprocess_from_arrays
+
+        with np.load(self.directory / PREPROCESS) as z:
+            return preprocess_from_arrays({k: z[k] for k in z.files})
+
+    def nbytes(self) -> int:
+        return sum(self._sizes[i] for i in range(self.num_experts))
+
+
+def _read_manifest(directory: Path) -> dict:
+    path = directory / MANIFEST
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())["complete"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def _same_request(old: dict, new: dict) -> list[str]:
+    ignore = {"num_experts", "created", "jaxdd_version"}
+    return sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
+
+
+_STEPS: dict = {}
+
+
+def _make_group_step(module, lr: float, augment):
+    """The jitted vmapped SGD step (cached per module, lr, augmentation, so repeated calls do not recompile)."""
+
+    cache_key = (module, float(lr), augment)
+    if cache_key not in _STEPS:
+        _STEPS[cache_key] = _build_group_step(module, optax.sgd(lr), augment)
+    return _STEPS[cache_key]
+
+
+def _build_group_step(module, tx, augment):
+    from jaxdd.train import make_train_step
+
+    step = jax.vmap(make_train_step(module, tx, augment))
+
+    @jax.jit
+    def run(variables, opt_state, pool_x, pool_y, idx, keys):
+        return step(variables, opt_state, pool_x[idx], pool_y[idx], keys)
+
+    return run
+
+
+def train_experts(key: PRNGKey, x: np.ndarray, y: np.ndarray, out_dir: str | os.PathLike, *, num_classes: int,
+                  num_experts: int, protocol: ExpertProtocol = ExpertProtocol(), model: str = "ConvNet",
+                  model_kwargs: dict | None = None, group: int = 1, dtype: str = "float32",
+                  preprocess=None, info: dict | None = None,
+                  on_epoch: Callable[[int, int], None] | None = None, progress: bool = True) -> ExpertBuffer:
+    """Train ``num_experts`` experts on (x, y) and write (or resume, or extend) the buffer at ``out_dir``.
+
+    x: (N, h, w, c) float32, already preprocessed; y: (N,) int. Expert i's randomness is
+    ``fold_in(key, i)`` (init: its first split; epoch e: ``fold_in(., e)``), so results do not depend on ``group``
+    (up to float rounding of vmapped arithmetic) nor on interruptions. ``info`` (e.g. the dataset's name, split and
+    size) and ``preprocess`` are recorded; resuming with a different request raises instead of mixing experts.
+    ``on_epoch(first_expert, epoch)`` is called after each finished epoch of a group (tests interrupt through it).
+    """
+    from jaxdd import __version__
+    from jaxdd.checkpoint import Checkpointer
+    from jaxdd.data import preprocess_to_arrays
+    from jaxdd.models import get_model, init_model
+
+    if dtype not in DTYPES:
+        raise JaxddError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if num_experts < 1 or group < 1:
+        raise JaxddError(f"num_experts and group must be >= 1, got {num_experts} and {group}")
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y, np.int32)
+    if x.ndim != 4 or y.shape != (x.shape[0],):
+        raise JaxddError(f"expected images (N,h,w,c) and labels (N,), got {x.shape} and {y.shape}")
+    model_kwargs = dict(model_kwargs or {})
+    module = get_model(model, num_classes, **model_kwargs)
+    image_shape = tuple(int(s) for s in x.shape[1:])
+    template = init_model(module, jax.random.key(0), image_shape)
+    flat0, unravel = ravel_pytree(template["params"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format_version": FORMAT_VERSION, "num_experts": int(num_experts), "model": model,
+        "model_kwargs": model_kwargs, "num_classes": int(num_classes), "image_shape": list(image_shape),
+        "protocol": dataclasses.asdict(protocol), "optimizer": "sgd, momentum 0, weight decay 0, constant lr",
+        "dtype": dtype, "num_params": int(flat0.size), "layout": param_layout(template["params"]),
+        "key": np.asarray(jax.random.key_data(key)).tolist(), "num_train": int(x.shape[0]),
+        "info": info or {}, "zca": bool(preprocess is not None and preprocess.uses_zca),
+        "jaxdd_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if (out / META).exists():
+        old = json.loads((out / META).read_text())
+        diff = _same_request(old, meta)
+        if diff:
+            raise JaxddError(f"{out} already holds experts trained differently (fields {diff} differ); use another "
+                             "--out, or rerun with the original settings to resume")
+        meta["created"] = old.get("created", meta["created"])
+        meta["num_experts"] = max(int(old["num_experts"]), num_experts)
+    _atomic_write_json(out / META, meta)
+    if preprocess is not None and not (out / PREPROCESS).exists():
+        buf = out / (PREPROCESS + ".tmp.npz")
+        np.savez(buf, **preprocess_to_arrays(preprocess))
+        os.replace(buf, out / PREPROCESS)
+
+    manifest = {int(k): v for k, v in _read_manifest(out).items()}
+    todo = [i for i in range(num_experts) if i not in manifest]
+    tx = optax.sgd(protocol.lr)
+    step = _make_group_step(module, protocol.lr, protocol.augment)
+    pool_x, pool_y = jnp.asarray(x), jnp.asarray(y)
+    n = x.shape[0]
+    bs = min(protocol.batch_size, n)
+    steps_per_epoch = math.ceil(n / bs)
+    rest = {k: v for k, v in template.items() if k != "params"}
+    e_total = protocol.epochs
+    ravel_many = jax.jit(jax.vmap(lambda p: ravel_pytree(p)[0]))
+    unravel_many = jax.jit(jax.vmap(unravel))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo) * e_total, desc="experts", dynamic_ncols=True)
+
+    while todo:
+        ids = todo[:group]
+        todo = todo[group:]
+        g = len(ids)
+        ekeys = jnp.stack([jax.random.fold_in(key, i) for i in ids])
+        k_init = jax.vmap(lambda k: jax.random.split(k)[0])(ekeys)
+        k_run = jax.vmap(lambda k: jax.random.split(k)[1])(ekeys)
+        snaps = np.zeros((g, e_total + 1, flat0.size), np.float32)
+        done_epochs = 0
+        ckpt = Checkpointer(out / PROGRESS, max_to_keep=1)
+        tag = np.asarray(ids, np.int32)
+        if ckpt.latest_step() is not None:
+            try:
+                saved = ckpt.restore({"ids": tag, "snaps": snaps})
+                same = np.array_equal(np.asarray(saved["ids"]), tag)
+            except Exception:  # a progress checkpoint of another group shape: start this group afresh
+                same = False
+            if same:
+                snaps = np.array(saved["snaps"])
+                done_epochs = int(ckpt.latest_step())
+            else:
+                ckpt.close()
+                _clear_progress(out)
+                ckpt = Checkpointer(out / PROGRESS, max_to_keep=1)
+        if done_epochs == 0:
+            fresh = jax.vmap(lambda k: init_model(module, k, image_shape)["params"])(k_init)
+            snaps[:, 0] = np.asarray(ravel_many(fresh))
+        params = unravel_many(jnp.asarray(snaps[:, done_epochs]))
+        variables = {"params": params, **jax.tree.map(lambda a: jnp.broadcast_to(a, (g, *a.shape)), rest)}
+        opt_state = jax.vmap(tx.init)(params)
+        if bar is not None:
+            bar.update(done_epochs)
+        for epoch in range(done_epochs + 1, e_total + 1):
+            ek = jax.vmap(lambda k: jax.random.fold_in(k, epoch))(k_run)
+            perms = jax.vmap(lambda k: jax.random.permutation(k, n))(ek)
+            for s in range(steps_per_epoch):
+                idx = perms[:, s * bs:(s + 1) * bs]
+                sk = jax.vmap(lambda k: jax.random.fold_in(k, s + 1))(ek)
+                variables, opt_state, _ = step(variables, opt_state, pool_x, pool_y, idx, sk)
+            snaps[:, epoch] = np.asarray(ravel_many(variables["params"]))
+            if not np.all(np.isfinite(snaps[:, epoch])):
+                raise JaxddError(f"experts {ids} diverged at epoch {epoch}: lower the expert lr ({protocol.lr})")
+            if epoch < e_total:
+                ckpt.save(epoch, {"ids": tag, "snaps": snaps})
+            if bar is not None:
+                bar.update(1)
+            if on_epoch is not None:
+                on_epoch(ids[0], epoch)
+        for j, i in enumerate(ids):
+            path = _expert_file(out, i)
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, _to_storage(snaps[j], dtype))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            manifest[i] = {"bytes": path.stat().st_size}
+            _atomic_write_json(out / MANIFEST, {"complete": {str(k): v for k, v in sorted(manifest.items())}})
+        ckpt.close()
+        _clear_progress(out)
+    if bar is not None:
+        bar.close()
+    return ExpertBuffer(out, allow_partial=True)
+
+
+def _clear_progress(out: Path) -> None:
+    import shutil
+
+    shutil.rmtree(out / PROGRESS, ignore_errors=True)
+
+
+def make_experts(dataset: str, out_dir: str, *, num_experts: int, epochs: int, seed: int = 0, lr: float = 0.01,
+                 batch_size: int = 256, augment: str | None = aug.DSA_DEFAULT, model: str = "ConvNet",
+                 model_kwargs: dict | None = None, zca: bool = False, group: int = 1, dtype: str = "float32",
+                 max_per_class: int | None = None, data_dir: str | None = None, val_per_class: int | None = None,
+                 progress: bool = True) -> ExpertBuffer:
+    """Load ``dataset``'s training split as ``distill_dataset`` does (validation split carved out with split seed 0,
+    the same preprocessing) and train experts on it. ``max_per_class`` keeps only the first that many images of each
+    class (a smaller CPU budget; recorded in the metadata)."""
+    from jaxdd.pipeline import prepare_data
+
+    train, _, pre, x_train, _ = prepare_data(dataset, data_dir=data_dir, zca=zca, val_per_class=val_per_class,
+                                             seed=0)
+    x = np.asarray(x_train, np.float32)
+    y = np.asarray(train.labels, np.int32)
+    if max_per_class is not None:
+        keep = np.concatenate([np.flatnonzero(y == c)[:max_per_class] for c in range(train.num_classes)])
+        keep.sort()
+        x, y = x[keep], y[keep]
+    info = {"dataset": dataset, "split": "train minus validation (split seed 0)",
+            "num_examples_train_split": int(train.num_examples), "max_per_class": max_per_class,
+            "val_per_class": val_per_class, "seed": seed}
+    protocol = ExpertProtocol(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment or None)
+    return train_experts(jax.random.key(seed), x, y, out_dir, num_classes=train.num_classes,
+                         num_experts=num_experts, protocol=protocol, model=model, model_kwargs=model_kwargs,
+                         group=group, dtype=dtype, preprocess=pre, info=info, progress=progress)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI: jaxdd experts
+
+
+def _add_arguments(p) -> None:
+    p.add_argument("--dataset", required=True, help="dataset name (fashion_mnist, mnist, digits, cifar10, ...)")
+    p.add_argument("--num-experts", type=int, required=True, help="number of experts (rerun with more to extend)")
+    p.add_argument("--epochs", type=int, required=True, help="training epochs per expert (snapshots: epochs + 1)")
+    p.add_argument("--out", required=True, help="buffer directory (rerun the same command to resume)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.01, help="expert SGD learning rate (constant, no momentum)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--augment", default=aug.DSA_DEFAULT, help="DSA strategy ('none' disables)")
+    p.add_argument("--model", default="ConvNet")
+    p.add_argument("--model-kwargs", default="{}", help='JSON overrides, e.g. \'{"width": 64}\'')
+    p.add_argument("--zca", action="store_true", help="ZCA-whiten instead of mean/std normalisation")
+    p.add_argument("--group", type=int, default=1, help="experts trained at once (vmapped)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="storage dtype of the snapshots")
+    p.add_argument("--max-per-class", type=int, default=None, help="use only this many images per class")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _run(args) -> int:
+    augment = None if args.augment.lower() in ("", "none") else args.augment
+    buf = make_experts(args.dataset, args.out, num_experts=args.num_experts, epochs=args.epochs, seed=args.seed,
+                       lr=args.lr, batch_size=args.batch_size, augment=augment, model=args.model,
+                       model_kwargs=json.loads(args.model_kwargs), zca=args.zca, group=args.group,
+                       dtype=args.dtype, max_per_class=args.max_per_class, data_dir=args.data_dir,
+                       progress=not args.no_progress)
+    print(f"{buf.num_experts} experts x {buf.epochs + 1} snapshots x {buf.num_params} parameters "
+          f"({buf.nbytes() / 2**20:.1f} MiB, {buf.dtype}) -> {args.out}")
+    return 0
+
+
+def _register_cli():
+    from jaxdd.cli import register_subcommand
+
+    register_subcommand("experts", "train expert trajectories for MTT (resumable buffer)", _add_arguments, _run)
+
+
+_register_cli()
