@@ -51,6 +51,9 @@ class MethodSpec:
     # tiny(ctx, tmp_dir) -> option overrides for a seconds-long run on toy data (the contract test suite uses it;
     # it may create small resources such as an expert buffer or a teacher under tmp_dir).
     tiny: Callable[[MethodContext, str], dict] | None = None
+    # artifact_metadata(final synthetic extras (numpy), options) -> entries for the artifact's metadata, e.g. MTT's
+    # learned inner lr as {"eval_lr": ...}, which evaluate_run trains with.
+    artifact_metadata: Callable[[dict, dict], dict] | None = None
 
 
 _METHODS: dict[str, MethodSpec] = {}

@@ -134,6 +134,8 @@ def distill_dataset(method: str, dataset: str, ipc: int, *, out_dir: str | None 
         "image_shape": list(shape), "val_per_class": None if val is None else int(val.num_examples // k),
         "final_metrics": result.history[-1] if result.history else {},
     }
+    if spec.artifact_metadata is not None:
+        meta.update(spec.artifact_metadata(jax.device_get(result.state.syn.get("extras", {})), opts))
     if out_dir is not None:
         save_artifact(out_dir, result.images, result.labels, pre, meta, class_names=train.class_names)
     return {**meta, "images": result.images, "labels": result.labels, "history": result.history}
