@@ -13,7 +13,7 @@ from jaxdd.models import get_model, init_model
 from jaxdd.objectives import Objective, Synthetic, dm, no_init
 from jaxdd.objectives.distribution import class_mean_embeddings
 from jaxdd.objectives.mutual_info import (
-    contrastive_terms, embed, init_heads, layer_features, nce_loss, with_mutual_info,
+    DERIVED_BASES, contrastive_terms, derive_mim, embed, init_heads, layer_features, nce_loss, with_mutual_info,
 )
 from jaxdd.synthetic import pixels
 from jaxdd.types import Batch, JaxddError
@@ -223,8 +223,11 @@ def test_derived_methods_and_errors():
     names = available_methods()
     assert "dm+mim" in names
     for n in names:
-        if "+" not in n:
+        if n in DERIVED_BASES:
             assert n + "+mim" in names
+    from jaxdd.methods import register_method
+    spec = register_method(derive_mim(get_method("dm")))  # re-derive explicitly: the same name, the same options
+    assert spec.name == "dm+mim" and spec.defaults == get_method("dm").defaults
     spec = get_method("dm+mim")
     opts = {o.name for o in spec.options}
     assert {"real_per_class", "dsa", "mutual_info_weight", "mutual_info_temperature", "mutual_info_layers",
