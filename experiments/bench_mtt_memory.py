@@ -12,13 +12,15 @@ the cost does not depend on the values).
 Every (strategy, syn_steps) point runs in a FRESH subprocess, which
   1. compiles the meta-gradient and records XLA's buffer assignment (``compiled.memory_analysis()``: temp, argument
      and output bytes: what the program needs at run time, measured without running it), for every point;
-  2. for the points listed in --run-steps, runs it once (warm-up) and ``--reps`` times more, recording the seconds
+  2. for the points listed in --run-steps, runs it ``--reps`` times (compiled ahead of time, so no warm-up call),
+     recording the seconds
      per meta-iteration and the process's peak resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``,
      which includes the Python/JAX baseline and the compiler; the baseline RSS before compiling is reported too).
 Long full-unroll runs are skipped on the 2-core CPU budget (say which in the output); their memory comes from (1).
 
-The "tesla" strategy (TESLA's detached approximation) is timed like the others, and at the smallest run point its
-image gradient is compared with the exact one (relative L2 error and cosine).
+TESLA's detached approximation ("tesla") is compared with the exact gradient ("constant") on the same inputs at
+``--tesla-steps`` with ``--tesla-images`` synthetic images (relative L2 error and cosine of the image gradient, and
+both lr gradients).
 
 Writes experiments/results/bench_mtt_memory.json and prints a Markdown table.
 """
@@ -50,7 +52,7 @@ def child(args) -> dict:
     from jaxdd.objectives import trajectory as tr
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    k, n, shape = 10, 100, (28, 28, 1)
+    k, n, shape = 10, args.images, (28, 28, 1)
     module = get_model("ConvNet", k, conv_impl="patches")
     variables = init_model(module, jax.random.key(0), shape)
     theta0, unravel = ravel_pytree(variables["params"])
@@ -76,37 +78,39 @@ def child(args) -> dict:
     compiled = fn.lower(x, lr, key).compile()
     t_compile = time.perf_counter() - t0
     ma = compiled.memory_analysis()
-    out = {"memory": args.memory, "syn_steps": steps, "batch_syn": args.batch_syn, "num_params": int(theta0.size),
+    out = {"memory": args.memory, "syn_steps": steps, "images": n, "batch_syn": args.batch_syn,
+           "num_params": int(theta0.size),
            "compile_s": t_compile, "rss_baseline_mib": rss0 / 1024,
            "xla_temp_mib": ma.temp_size_in_bytes / 2**20, "xla_argument_mib": ma.argument_size_in_bytes / 2**20,
            "xla_output_mib": ma.output_size_in_bytes / 2**20}
     out["xla_total_mib"] = out["xla_temp_mib"] + out["xla_argument_mib"] + out["xla_output_mib"]
     if args.run:
-        (val, (gx, glr)) = compiled(x, lr, key)
-        jax.block_until_ready(gx)
-        times = []
+        times = []  # the program is compiled ahead of time, so the first call is not a compile: no warm-up call
         for r in range(args.reps):
             t0 = time.perf_counter()
             val, (gx, glr) = compiled(x, lr, jax.random.fold_in(key, r))
             jax.block_until_ready(gx)
             times.append(time.perf_counter() - t0)
+            if r == 0 and args.save_grad:
+                np.savez(args.save_grad, gx=np.asarray(gx), glr=np.asarray(glr))
         out.update({"seconds_per_meta_step": float(np.median(times)), "times": times,
                     "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                     "loss": float(val)})
-        if args.save_grad:
-            val, (gx, glr) = compiled(x, lr, key)
-            np.savez(args.save_grad, gx=np.asarray(gx), glr=np.asarray(glr))
     return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 80])
-    p.add_argument("--memory", nargs="+", default=["full", "remat", "constant", "tesla"])
-    p.add_argument("--run-steps", type=int, nargs="*", default=[10, 20],
+    p.add_argument("--memory", nargs="+", default=["full", "remat", "constant"])
+    p.add_argument("--run-steps", type=int, nargs="*", default=[10],
                    help="syn_steps values that are also RUN (timed, peak RSS); the rest are compile-only")
     p.add_argument("--run-full-steps", type=int, nargs="*", default=[10],
                    help="syn_steps values at which the full unroll is run (it is the slowest)")
+    p.add_argument("--tesla-steps", type=int, nargs="*", default=[10],
+                   help="syn_steps at which TESLA's approximation is compared with the exact gradient")
+    p.add_argument("--tesla-images", type=int, default=10, help="synthetic images (= batch_syn) of that comparison")
+    p.add_argument("--images", type=int, default=100)
     p.add_argument("--batch-syn", type=int, default=100)
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--out", default=str(HERE / "results" / "bench_mtt_memory.json"))
@@ -120,55 +124,67 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(child(args)), flush=True)
         return 0
 
-    rows = []
     tmp = Path(tempfile.mkdtemp())
-    grads = {}
+
+    def spawn(mem, steps, images, batch, run, save=None):
+        cmd = [sys.executable, __file__, "--child", "--steps", str(steps), "--memory", mem, "--images", str(images),
+               "--batch-syn", str(batch), "--reps", str(args.reps)]
+        if run:
+            cmd.append("--run")
+        if save:
+            cmd += ["--save-grad", str(save)]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not line:
+            row = {"memory": mem, "syn_steps": steps, "error": proc.stderr[-2000:]}
+        else:
+            row = json.loads(line[0][7:])
+            if not run:
+                row["note"] = "compile-only (not run: CPU budget)"
+        row["wall_s"] = time.perf_counter() - t0
+        print(json.dumps({k: v for k, v in row.items() if k != "times"}), flush=True)
+        return row
+
+    rows = []
     for steps in args.steps:
         for mem in args.memory:
             run = steps in args.run_steps and (mem != "full" or steps in args.run_full_steps)
-            cmd = [sys.executable, __file__, "--child", "--steps", str(steps), "--memory", mem,
-                   "--batch-syn", str(args.batch_syn), "--reps", str(args.reps)]
-            if run:
-                cmd.append("--run")
-                if steps == min(args.run_steps) and mem in ("constant", "tesla"):
-                    grads[mem] = tmp / f"{mem}.npz"
-                    cmd += ["--save-grad", str(grads[mem])]
-            t0 = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode or not line:
-                row = {"memory": mem, "syn_steps": steps, "error": proc.stderr[-2000:]}
-            else:
-                row = json.loads(line[0][7:])
-                if not run:
-                    row["note"] = "compile-only (not run: CPU budget)"
-            row["wall_s"] = time.perf_counter() - t0
-            rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "times"}), flush=True)
-    result = {"shape": "100 x 28x28x1 synthetic, ConvNet-3 w128 (patches), batch_syn %d, DSA" % args.batch_syn,
-              "rows": rows, "command": " ".join(["python", "experiments/bench_mtt_memory.py", *(argv or sys.argv[1:])])}
-    if "constant" in grads and "tesla" in grads and all(g.exists() for g in grads.values()):
-        import numpy as np
+            rows.append(spawn(mem, steps, args.images, args.batch_syn, run))
+    result = {"shape": f"{args.images} x 28x28x1 synthetic, ConvNet-3 w128 (patches), batch_syn {args.batch_syn}, "
+                       "DSA", "rows": rows,
+              "command": " ".join(["python", "experiments/bench_mtt_memory.py", *(argv or sys.argv[1:])]),
+              "tesla_vs_exact": []}
+    import numpy as np
 
-        a, b = np.load(grads["constant"]), np.load(grads["tesla"])
-        gx_e, gx_t = a["gx"].ravel(), b["gx"].ravel()
-        result["tesla_vs_exact"] = {
-            "syn_steps": min(args.run_steps),
-            "image_grad_rel_err": float(np.linalg.norm(gx_t - gx_e) / np.linalg.norm(gx_e)),
-            "image_grad_cosine": float(gx_t @ gx_e / np.linalg.norm(gx_t) / np.linalg.norm(gx_e)),
-            "lr_grad_exact": float(a["glr"]), "lr_grad_tesla": float(b["glr"])}
-        print(json.dumps(result["tesla_vs_exact"]))
+    for steps in args.tesla_steps:
+        pair = {}
+        for mem in ("constant", "tesla"):
+            pair[mem] = tmp / f"{mem}_{steps}.npz"
+            row = spawn(mem, steps, args.tesla_images, args.tesla_images, True, save=pair[mem])
+            row["note"] = "tesla comparison point"
+            rows.append(row)
+        if all(f.exists() for f in pair.values()):
+            a, b = np.load(pair["constant"]), np.load(pair["tesla"])
+            gx_e, gx_t = a["gx"].ravel(), b["gx"].ravel()
+            cmp_ = {"syn_steps": steps, "images": args.tesla_images,
+                    "image_grad_rel_err": float(np.linalg.norm(gx_t - gx_e) / np.linalg.norm(gx_e)),
+                    "image_grad_cosine": float(gx_t @ gx_e / np.linalg.norm(gx_t) / np.linalg.norm(gx_e)),
+                    "lr_grad_exact": float(a["glr"]), "lr_grad_tesla": float(b["glr"])}
+            result["tesla_vs_exact"].append(cmp_)
+            print(json.dumps(cmp_), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print("\n| memory | syn_steps | XLA temp+args+out (MiB) | peak RSS (MiB) | s / meta-step | compile s |")
-    print("|---|---|---|---|---|---|")
+    print("\n| memory | syn_steps | images | XLA temp+args+out (MiB) | peak RSS (MiB) | s / meta-step | compile s |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             print(f"| {r['memory']} | {r['syn_steps']} | error | | | |")
             continue
         rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "-"
         sec = f"{r['seconds_per_meta_step']:.1f}" if "seconds_per_meta_step" in r else "-"
-        print(f"| {r['memory']} | {r['syn_steps']} | {r['xla_total_mib']:.0f} | {rss} | {sec} | {r['compile_s']:.0f} |")
+        print(f"| {r['memory']} | {r['syn_steps']} | {r['images']} | {r['xla_total_mib']:.0f} | {rss} | {sec} "
+              f"| {r['compile_s']:.0f} |")
     return 0
 
 

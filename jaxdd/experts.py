@@ -344,7 +344,7 @@ def train_experts(key: PRNGKey, x: np.ndarray, y: np.ndarray, out_dir: str | os.
         variables = {"params": params, **jax.tree.map(lambda a: jnp.broadcast_to(a, (g, *a.shape)), rest)}
         opt_state = jax.vmap(tx.init)(params)
         if bar is not None:
-            bar.update(done_epochs)
+            bar.update(g * done_epochs)
         for epoch in range(done_epochs + 1, e_total + 1):
             ek = jax.vmap(lambda k: jax.random.fold_in(k, epoch))(k_run)
             perms = jax.vmap(lambda k: jax.random.permutation(k, n))(ek)
@@ -358,7 +358,7 @@ def train_experts(key: PRNGKey, x: np.ndarray, y: np.ndarray, out_dir: str | os.
             if epoch < e_total:
                 ckpt.save(epoch, {"ids": tag, "snaps": snaps})
             if bar is not None:
-                bar.update(1)
+                bar.update(g)
             if on_epoch is not None:
                 on_epoch(ids[0], epoch)
         for j, i in enumerate(ids):
