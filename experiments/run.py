@@ -11,7 +11,7 @@ the 2-core CPU and the paper number it aims at, and which defines ``CONFIG`` (a 
     zca], eval: {models, epochs, augment (True = the method's protocol, or a strategy, or False)},
     [baseline: bool]   (also evaluate a random real subset of the same size)
     [tiny: {...}]      (overrides for --tiny)
-    [experts: {...}]   (MTT: keyword arguments of jaxdd.experts.make_experts, e.g. out, num_experts, epochs;
+    [experts: {...}]   (MTT: keyword arguments of jaxdd.experts.make_experts, e.g. out_dir, num_experts, epochs;
                         the buffer is built or resumed first, and reused when complete)
 
 Runs write to runs/<name>/ (ignored by git; rerunning resumes). Results carry the full config and the measured
