@@ -23,6 +23,10 @@ def main(argv=None) -> int:
     rp = sub.add_parser("report", help="plots and summary.md from DIR/results.json")
     rp.add_argument("dir")
     rp.add_argument("--boot", type=int, default=1000, help="bootstrap resamples")
+    rp.add_argument("--merge", nargs="*", default=(),
+                    help="other results.json of the same preset (e.g. a parallel --only S3,S4 run) whose sweeps are "
+                         "added to DIR/results.json first (keys are per sweep and point, so the bits are those of "
+                         "one run)")
     args = ap.parse_args(argv)
 
     if args.cmd == "sweep":
@@ -38,6 +42,8 @@ def main(argv=None) -> int:
         args.dir, args.boot = args.out, 1000
     from theory import report
 
+    if getattr(args, "merge", None):
+        report.merge_results(args.dir, args.merge)
     report.make_report(args.dir, n_boot=args.boot)
     print(f"wrote {args.dir}/summary.md", flush=True)
     return 0

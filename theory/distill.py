@@ -99,10 +99,14 @@ def distill_gm(key, inits: nw.TwoLayerInit, G_real: jax.Array, mask: jax.Array, 
 # ----------------------------------------------------------------------------------------------------------------
 
 def span_basis(D1: DistilledSet, rel_tol: float = 1e-3) -> jax.Array:
-    """Orthonormal rows spanning the live stage-1 inputs, zero rows beyond their rank: (M1_pad, d)."""
-    _, s, Vt = jnp.linalg.svd(D1.x * D1.mask[:, None], full_matrices=False)
-    keep = (s > rel_tol * s[0]).astype(Vt.dtype)
-    return Vt * keep[:, None]
+    """Orthonormal rows spanning the live stage-1 inputs, zero rows beyond their rank: (min(M1_pad, d), d)."""
+    X = D1.x * D1.mask[:, None]
+    k = min(X.shape[0], X.shape[1])
+    # eigh of the d x d Gram matrix instead of an SVD (XLA's CPU SVD hung on nearly rank-1 inputs)
+    w, V = jnp.linalg.eigh(X.T @ X)
+    w, V = w[::-1][:k], V[:, ::-1][:, :k]
+    keep = (w > rel_tol**2 * jnp.maximum(w[0], 1e-30)).astype(X.dtype)
+    return V.T * keep[:, None]
 
 
 def init_stage2(key, kind: str, D1: DistilledSet, M2_pad: int, t_scale: float = 2.0) -> dict:
@@ -117,7 +121,10 @@ def init_stage2(key, kind: str, D1: DistilledSet, M2_pad: int, t_scale: float = 
         return dict(x=jax.random.normal(kz, (M2_pad, B.shape[0]), dtype) @ B, y=y)
     if kind == "span":
         X0 = jax.random.normal(kz, (M2_pad, B.shape[0]), dtype) @ B
-        c = X0 @ jnp.linalg.pinv(D1.x * D1.mask[:, None], rtol=1e-3)
+        Xm = D1.x * D1.mask[:, None]
+        w, V = jnp.linalg.eigh(Xm @ Xm.T)       # pseudo-inverse of the Gram matrix, no SVD
+        inv = jnp.where(w > 1e-6 * jnp.maximum(w[-1], 1e-30), 1.0 / jnp.where(w > 0, w, 1.0), 0.0)
+        c = (X0 @ Xm.T) @ ((V * inv[None, :]) @ V.T)
         return dict(c=c, y=y)
     if kind == "line":
         v = jax.random.normal(kz, (B.shape[0],), dtype) @ B

@@ -65,9 +65,11 @@ def principal_cos2(X, U, mask=None):
     if mask is not None:
         X = X * mask[:, None]
     r = U.shape[0]
-    _, _, Vt = jnp.linalg.svd(X, full_matrices=False)
-    k = min(r, Vt.shape[0])
-    return jnp.sum((Vt[:k] @ U.T) ** 2) / r
+    # top-r right singular vectors via eigh of X^T X (robust where XLA's CPU SVD hung on degenerate inputs)
+    w, V = jnp.linalg.eigh(X.T @ X)
+    k = min(r, X.shape[0])
+    Vk = V[:, -k:] * (w[-k:] > 1e-12 * jnp.maximum(w[-1], 1e-30))[None, :]
+    return jnp.sum((Vk.T @ U.T) ** 2) / r
 
 
 def first_hit(errs, eps):

@@ -137,8 +137,10 @@ def references(probs: Problem, cfg: Config) -> Reference:
         Wf = nw.normalise_rows(-p.G_fresh)
         fqf = feature_quality(Wf, p.fresh.b, p, cfg.lambda2)
         rf = feature_quality(p.theta0.W, p.theta0.b, p, cfg.lambda2)
-        u, s, vt = jnp.linalg.svd(W1, full_matrices=False)
-        Wr = (u[:, : cfg.r] * s[: cfg.r]) @ vt[: cfg.r]
+        # rank-r truncation through eigh of W1^T W1 (d x d): XLA's CPU SVD hung on these nearly rank-1 W1 at r = 1
+        _, V = jnp.linalg.eigh(W1.T @ W1)
+        Vr = V[:, -cfg.r:]
+        Wr = (W1 @ Vr) @ Vr.T
         lr = feature_quality(Wr, p.theta0.b, p, cfg.lambda2)
         return Reference(W1, a, test_mse(W1, p.theta0.b, a, p), fqf, rf, lr)
 
@@ -252,7 +254,9 @@ def _subset_mse_padded(p: Problem, key, n, pad: int, lambda2: float):
 
 def real_subset_mse(p: Problem, key, n: int, lambda2: float) -> float:
     """Baseline: the same pipeline (same theta_0) trained on the first n of a fresh real sample drawn with
-    fold_in(fold_in(key, _SUB), n); returns test MSE. Padded to a power of two so that bisection reuses compiles."""
-    pad = max(16, 1 << (int(n) - 1).bit_length())
+    fold_in(fold_in(key, _SUB), n); returns test MSE. Padded to a power of four so that bisection reuses compiles."""
+    pad = 16
+    while pad < n:   # powers of 4: few distinct compiles per grid point
+        pad *= 4
     k = jax.random.fold_in(jax.random.fold_in(key, _SUB), n)
     return float(_subset_mse_padded(p, k, jnp.asarray(n), pad, float(lambda2)))

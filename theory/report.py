@@ -42,10 +42,10 @@ def _quantities(points):
         "real subset (n* (d+1))": _arr(points, lambda p: _get(p, "subset", "mem")),
     }
     for kind in ("free", "span", "line"):
-        for crit in ("reproduce", "param"):
+        for crit in ("generalise", "reproduce", "param"):
+            if crit == "generalise" and kind != "line" and any(p["sweep"] != "S3" for p in points):
+                continue  # same as the two-stage totals above
             q[f"total, {kind} stage 2, {crit}"] = _arr(points, lambda p: _get(p, "stage2", kind, crit, "mem_total"))
-        q[f"total, {kind} stage 2, generalise"] = _arr(points, lambda p: _get(p, "stage2", kind, "generalise",
-                                                                              "mem_total"))
     q["M1* (points)"] = _arr(points, lambda p: _get(p, "stage1", "M_star"))
     q["M2* free (points)"] = _arr(points, lambda p: _get(p, "stage2", "free", "generalise", "M_star"))
     q["M2* span (points)"] = _arr(points, lambda p: _get(p, "stage2", "span", "generalise", "M_star"))
@@ -69,7 +69,9 @@ def _med(v):
 
 
 def _mm(v, nd=0):
-    """median [min-max] over seeds, 'cens' marks censored seeds."""
+    """median [min-max] over seeds, 'cens' marks censored seeds; 'not run' for a missing stage."""
+    if v is None:
+        return "not run"
     v = np.asarray([np.nan if x is None else x for x in v], dtype=float)
     n_c = int(np.sum(~np.isfinite(v)))
     if not np.isfinite(v).any():
@@ -104,6 +106,14 @@ def compute_fits(res: dict, n_boot: int = 1000) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- plots
 
+def _ticks(ax, x):
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xticks(list(x))
+    ax.set_xticklabels([f"{v:g}" for v in x])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _plot_sweep(ax, pts, var, fitd, keys, title, refs=()):
     x = np.array([p["config"][var] for p in pts], dtype=float)
     qs = _quantities(pts)
@@ -124,9 +134,12 @@ def _plot_sweep(ax, pts, var, fitd, keys, title, refs=()):
         ax.plot(x, [fn(p) for p in pts], ls=":", color="k" if "claim" in lab else "gray", lw=1, label=lab)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _ticks(ax, x)
     ax.set_xlabel(var)
     ax.set_ylabel("memory (stored reals)")
-    ax.set_title(title, fontsize=8)
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=7)
     ax.legend(fontsize=6)
     ax.grid(True, which="both", alpha=0.2)
 
@@ -177,6 +190,7 @@ def make_plots(res: dict, fd: dict, out_dir: str) -> list[str]:
         ax.plot(x, [1 - _med(r) for r in Y], marker="s", label="learned rows W~1 in span(U)")
         ax.plot(x, [p["config"]["r"] / p["config"]["d"] for p in pts], ls=":", color="k", label="random point: r/d")
         ax.set_xscale("log")
+        _ticks(ax, x)
         ax.set_ylim(0, 1.05)
         ax.set_xlabel(var)
         ax.set_title(f"{name}: energy share inside span(U) at M1*", fontsize=8)
@@ -217,7 +231,9 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
     b = pc["base"]
     lines = [f"# theory/: memory of distilled data on multi-index models — `{res['preset']}` preset", "",
              f"Run: `python -m theory sweep --preset {res['preset']} --out DIR` (root key {res['key_seed']}), "
-             f"started {res.get('started')}, finished {res.get('finished', 'NOT FINISHED')}.", "",
+             f"started {res.get('started')}, finished {res.get('finished', 'not recorded (stopped after its last complete point)')}."
+             + "".join(f" Merged: sweeps {m['sweeps']} from a parallel run started {m['started']}, finished "
+                       f"{m.get('finished') or 'not recorded'}." for m in res.get("merged_from", [])), "",
              "## Scale used", "",
              f"- seeds per point: {pc['seeds']} (vmapped); stage-1 inits K = {b['K']}; GM {b['gm_steps']} Adam "
              f"steps (lr {b['gm_lr']}, inputs init {b['init_scale']} N(0, I)); stage-2 {b['pm_steps']} steps "
@@ -244,7 +260,7 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
             lines += ["| L | MSE_full | M1* | total free gen. | total free reprod. | total free param | "
                       "total line gen. | total line reprod. | total line param |", "|" + "---|" * 9]
             for p in pts:
-                g = lambda k, c: _mm(_get(p, "stage2", k, c, "mem_total") or [None])
+                g = lambda k, c: _mm(_get(p, "stage2", k, c, "mem_total") )
                 lines.append(f"| {p['config']['L']} | {_med(p['ref']['mse_full']):.4f} | "
                              f"{_mm(p['stage1']['M_star'])} | {g('free', 'generalise')} | {g('free', 'reproduce')} | "
                              f"{g('free', 'param')} | {g('line', 'generalise')} | {g('line', 'reproduce')} | "
@@ -259,12 +275,12 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
                 ratio = sub / tot if np.isfinite(sub) and np.isfinite(tot) else float("nan")
                 lines.append(
                     f"| {p['config'][var]} | {_med(p['ref']['mse_full']):.4f} | {_med(p['ref']['mse_rf']):.3f} | "
-                    f"{_mm(p['stage1']['M_star'])} | {_mm(_get(p, 'stage2', 'free', 'generalise', 'M_star') or [None])}"
-                    f" | {_mm(_get(p, 'stage2', 'span', 'generalise', 'M_star') or [None])} | "
-                    f"{_mm(_get(p, 'stage2', 'free', 'generalise', 'mem_total') or [None])} | "
-                    f"{_mm(_get(p, 'stage2', 'span', 'generalise', 'mem_total') or [None])} | "
-                    f"{_mm(_get(p, 'e2e', 'mem') or [None])} | {_mm(_get(p, 'subset', 'n_star') or [None])} | "
-                    f"{_mm(_get(p, 'subset', 'mem') or [None])} | {_fmt(ratio, 0)} | "
+                    f"{_mm(p['stage1']['M_star'])} | {_mm(_get(p, 'stage2', 'free', 'generalise', 'M_star') )}"
+                    f" | {_mm(_get(p, 'stage2', 'span', 'generalise', 'M_star') )} | "
+                    f"{_mm(_get(p, 'stage2', 'free', 'generalise', 'mem_total') )} | "
+                    f"{_mm(_get(p, 'stage2', 'span', 'generalise', 'mem_total') )} | "
+                    f"{_mm(_get(p, 'e2e', 'mem') )} | {_mm(_get(p, 'subset', 'n_star') )} | "
+                    f"{_mm(_get(p, 'subset', 'mem') )} | {_fmt(ratio, 0)} | "
                     f"{_med(p['stage1']['at_sel']['x_in_span']):.3f} | {p['config']['r'] / p['config']['d']:.3f} |")
         lines.append("")
     # fits
@@ -301,8 +317,8 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
                          f"{_med(p['ref']['mse_rf']):.3f} | {_med(p['ref']['mse_lowrank']):.3f} | "
                          f"{_mm(p['stage1']['M_star'])} | {_med(p['stage1']['at_sel']['fq_fresh']):.3f} | "
                          f"{_med(p['stage1']['at_sel']['x_in_span']):.3f} | "
-                         f"{_mm(_get(p, 'stage2', 'free', 'generalise', 'mem_total') or [None])} | "
-                         f"{_mm(_get(p, 'subset', 'n_star') or [None])} |")
+                         f"{_mm(_get(p, 'stage2', 'free', 'generalise', 'mem_total') )} | "
+                         f"{_mm(_get(p, 'subset', 'n_star') )} |")
         lines += ["", "He3 reads as a control only through absolute numbers: its thresholds are relative to a "
                   "full-data MSE near 1, so a small 'M*' there means 'as bad as full-data training', not success.",
                   ""]
@@ -316,8 +332,8 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
             for p in pts:
                 m = p["memory_refs"]
                 lines.append(f"| {p['config']['d']} | {m['full_data']} | {m['model']} | {m['model_lowrank']} | "
-                             f"{m['claim']} | {_mm(_get(p, 'stage2', 'free', 'generalise', 'mem_total') or [None])}"
-                             f" | {_mm(_get(p, 'subset', 'mem') or [None])} |")
+                             f"{m['claim']} | {_mm(_get(p, 'stage2', 'free', 'generalise', 'mem_total') )}"
+                             f" | {_mm(_get(p, 'subset', 'mem') )} |")
             lines.append("")
     # verdict
     v = _verdicts(fd)
@@ -343,6 +359,26 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
     lines += ["", f"**Overall: the r^2 d + L law is {overall}.** See theory/README.md for the interpretation.", "",
               "## Files", ""] + [f"- ![{f}]({f})" for f in files] + ["- results.json, fits.json", ""]
     return "\n".join(lines)
+
+
+def merge_results(out_dir: str, others) -> None:
+    """Add the sweeps of other results.json files (same preset and root key) to out_dir/results.json."""
+    path = os.path.join(out_dir, "results.json")
+    with open(path) as f:
+        res = json.load(f)
+    for o in others:
+        with open(o) as f:
+            other = json.load(f)
+        if other["preset"] != res["preset"] or other["key_seed"] != res["key_seed"]:
+            raise ValueError(f"{o}: preset/key differ from {path}")
+        for name, pts in other["sweeps"].items():
+            if name in res["sweeps"]:
+                raise ValueError(f"sweep {name} is in both {path} and {o}")
+            res["sweeps"][name] = pts
+        res.setdefault("merged_from", []).append(dict(started=other.get("started"), finished=other.get("finished"),
+                                                      sweeps=sorted(other["sweeps"])))
+    with open(path, "w") as f:
+        json.dump(res, f, separators=(",", ":"))
 
 
 def make_report(out_dir: str, n_boot: int = 1000) -> str:

@@ -75,9 +75,9 @@ PRESETS = {
         seeds=3,
         base=pl.Config(n_pool=8192, n_test=4096, K=4, gm_steps=600, pm_steps=1000, e2e_steps=500,
                        e2e_batch=256, chunk=8192),
-        s1_d=(16, 32, 64, 128), s2_r=(1, 2, 3, 4, 6), s3_L=(64, 128, 256, 512, 1024),
-        s4=(("he3", 32, 1), ("none", 8, 8), ("relu_sum", 32, 2)),
-        n_real_max=65536, s3_cap=64, subset_max=65536, s3_kinds=("free", "line"), subset_steps=7),
+        s1_d=(16, 32, 64, 128), s2_r=(1, 2, 3, 4, 6), s3_L=(64, 256, 1024),
+        s4=(("he3", 32, 1), ("none", 8, 8)),
+        n_real_max=65536, s3_cap=64, subset_max=65536, s3_kinds=("free", "line"), subset_steps=7, e2e_in=()),
     "gpu": Preset(
         seeds=5,
         base=pl.Config(n_pool=65536, n_test=20000, K=16, gm_steps=1500, pm_steps=2000, e2e_steps=1500,
@@ -162,7 +162,7 @@ def run_point(cfg: pl.Config, key, pre: Preset, *, stage2_kinds=("free",), crite
                          grid_cap=cap1, at_sel={m: pick(m) for m in ("x_in_span", "offsub", "cos2", "fq_theta0",
                                                                       "fq_fresh")},
                          M_used=[float(res1.sizes[i]) for i in sel])
-    log(f"   stage1 M1* {M1.tolist()} x_in_span {np.round(pick('x_in_span'), 3).tolist()}")
+    log(f"   [{time.time() - t0:.0f} s] stage1 M1* {M1.tolist()} x_in_span {np.round(pick('x_in_span'), 3).tolist()}")
 
     # ---- stage 2 on the selected stage-1 sets
     if stage2_kinds:
@@ -192,7 +192,7 @@ def run_point(cfg: pl.Config, key, pre: Preset, *, stage2_kinds=("free",), crite
                                    for m, m1 in zip(M2, M1_used)], float)
                 out[c] = dict(M_star=_tolist(M2), mem=_tolist(mem2), mem_total=_tolist(mem1 + mem2))
             rec["stage2"][kind] = out
-            log(f"   stage2[{kind}] " + "; ".join(f"{c}: M2* {out[c]['M_star']}" for c in criteria2))
+            log(f"   [{time.time() - t0:.0f} s] stage2[{kind}] " + "; ".join(f"{c}: M2* {out[c]['M_star']}" for c in criteria2))
 
     # ---- end-to-end
     if e2e:
@@ -203,7 +203,7 @@ def run_point(cfg: pl.Config, key, pre: Preset, *, stage2_kinds=("free",), crite
         rec["e2e"] = dict(sizes=res3.sizes, curves={k: _tolist(v) for k, v in res3.metrics.items()},
                           M_star=_tolist(M3),
                           mem=_tolist([mt.memory_points(m, cfg.d) if m == m else np.nan for m in M3]))
-        log(f"   e2e M* {M3.tolist()}")
+        log(f"   [{time.time() - t0:.0f} s] e2e M* {M3.tolist()}")
 
     # ---- real-subset baseline (eager bisection per seed)
     if subset:
@@ -217,7 +217,7 @@ def run_point(cfg: pl.Config, key, pre: Preset, *, stage2_kinds=("free",), crite
         rec["subset"] = dict(n_star=_tolist(ns), mem=_tolist([mt.memory_points(n, cfg.d) if n == n else np.nan
                                                               for n in ns]), tried=tried_all,
                              n_max=pre.subset_max)
-        log(f"   real subset n* {ns}")
+        log(f"   [{time.time() - t0:.0f} s] real subset n* {ns}")
     rec["seconds"] = round(time.time() - t0, 1)
     return rec
 
