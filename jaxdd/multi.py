@@ -115,13 +115,14 @@ def init_states(keys: jax.Array, objective: Objective, param: Parameterization, 
     keys = jnp.asarray(keys)
     num = keys.shape[0]
     holder: list = []
+    index = pool.index  # concrete: init_state checks the class counts on the host
 
-    def one(k):
-        state, tx = init_state(k, objective, param, pool, config)
+    def one(k, images, labels):
+        state, tx = init_state(k, objective, param, RealPool(images, labels, index), config)
         holder.append(tx)
         return state
 
-    states = jax.vmap(one)(keys)
+    states = jax.jit(jax.vmap(one, in_axes=(0, None, None)))(keys, pool.images, pool.labels)
     tx = holder[0]
     if hparams:
         vals = {}
@@ -155,8 +156,11 @@ def make_multi_step(objective: Objective, param: Parameterization, tx: optax.Gra
 
 def decode_many(param: Parameterization, states: DistillState, num_classes: int):
     """Decoded synthetic sets of every experiment: images (E, n, h, w, c), labels (E, n) or (E, n, K)."""
-    syn = jax.vmap(lambda s: decode_synthetic(param, s, num_classes))(states.syn)
-    return syn.x, syn.y
+    def dec(syn):
+        out = jax.vmap(lambda s: decode_synthetic(param, s, num_classes))(syn)
+        return out.x, out.y
+
+    return jax.jit(dec)(states.syn)
 
 
 class MultiResult(NamedTuple):
