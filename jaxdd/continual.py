@@ -41,6 +41,7 @@ from jaxdd import augment as aug
 from jaxdd.types import JaxddError, PRNGKey
 
 BASELINES = ("random", "herding")
+_STEP_CACHE: dict = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +165,7 @@ def condense_classes(key: PRNGKey, method: str, images: np.ndarray, labels: np.n
     Returns (images (n, h, w, c), global labels (n,), info). The pool's labels are remapped to 0..len(classes)-1."""
     import dataclasses as dc
 
-    from jaxdd.distill import DistillConfig, distill, make_pool
+    from jaxdd.distill import DistillConfig, DistillResult, decode_synthetic, init_state, make_pool, make_step
     from jaxdd.methods import MethodContext, get_method, resolve_options
     from jaxdd.synthetic import pixels
     from jaxdd.synthetic.low_rank import low_rank
@@ -188,9 +189,6 @@ def condense_classes(key: PRNGKey, method: str, images: np.ndarray, labels: np.n
     else:
         param = pixels(config.ipc, spec.defaults.get("init", "real"))
     k_build, k_run = jax.random.split(key)
-    ctx = MethodContext(s, shape, param.images_per_class, config.model, dict(config.model_kwargs), opts, dataset,
-                        pool, preprocess, k_build)
-    objective = spec.build(ctx)
     fields = {f.name for f in dc.fields(DistillConfig)}
     kw = {k: v for k, v in spec.defaults.items() if k in fields}
     if isinstance(kw.get("lrs"), dict):
@@ -200,8 +198,29 @@ def condense_classes(key: PRNGKey, method: str, images: np.ndarray, labels: np.n
     if config.lr_img is not None:
         kw["lr_img"] = config.lr_img
     kw.update(progress=False, eval_every=0)
+    dconfig = DistillConfig(**kw)
+    # One objective, parameterization and jitted step per (method, step size, settings), reused by every step and
+    # seed: the step's pool is an argument, so same-shaped pools (equal class sizes) do not recompile. Objectives
+    # used here must therefore not capture the pool they were built with (DM, DC, DSA do not).
+    cache_key = (method, s, shape, len(pool.images), pool.index.table.shape, repr(opts), repr(dconfig),
+                 config.rank, config.lowrank_init, config.ipc, config.model, repr(config.model_kwargs))
+    if cache_key not in _STEP_CACHE:
+        ctx = MethodContext(s, shape, param.images_per_class, config.model, dict(config.model_kwargs), opts,
+                            dataset, pool, preprocess, k_build)
+        objective = spec.build(ctx)
+        _, tx = init_state(k_run, objective, param, pool, dconfig)
+        _STEP_CACHE[cache_key] = (objective, param, make_step(objective, param, tx))
+    objective, param, step_fn = _STEP_CACHE[cache_key]
     t0 = time.perf_counter()
-    res = distill(k_run, objective, param, pool, DistillConfig(**kw))
+    # exactly what jaxdd.distill.distill does without a run directory: step i uses fold_in(k_run, i)
+    state, _ = init_state(k_run, objective, param, pool, dconfig)
+    metrics = {}
+    for _ in range(dconfig.iterations):
+        state, metrics = step_fn(state, pool, k_run)
+    syn = decode_synthetic(param, state.syn, s)
+    if not bool(jnp.all(jnp.isfinite(syn.x))):
+        raise JaxddError(f"{method} produced NaN/inf images at a continual step; lower --lr-img")
+    res = DistillResult(state, syn.x, syn.y, [{k: float(v) for k, v in metrics.items()}] if metrics else [])
     y = np.asarray(res.labels)
     if y.ndim != 1:
         raise JaxddError(f"continual learning keeps hard labels; method {method} learned soft labels")
@@ -361,6 +380,7 @@ def _add_arguments(p) -> None:
     p.add_argument("--methods", default="random,herding,dm,lowrank_dm",
                    help="comma list: random, herding, any method (dm, dsa, ...), lowrank_<method>")
     p.add_argument("--rank", type=int, default=2)
+    p.add_argument("--model", default="ConvNet", help="network for distillation, herding features and evaluation")
     p.add_argument("--lowrank-init", choices=("noise", "svd"), default="noise", help="noise = the paper's")
     p.add_argument("--iterations", type=int, default=None, help="distillation steps per step's set")
     p.add_argument("--real-per-class", type=int, default=None)
@@ -378,7 +398,7 @@ def _run(args) -> int:
         steps=args.steps, ipc=args.ipc, seeds=tuple(range(args.seeds)),
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), rank=args.rank,
         lowrank_init=args.lowrank_init, iterations=args.iterations, real_per_class=args.real_per_class,
-        lr_img=args.lr_img, eval_models=args.eval_models, eval_epochs=args.eval_epochs,
+        lr_img=args.lr_img, model=args.model, eval_models=args.eval_models, eval_epochs=args.eval_epochs,
         eval_augment=None if args.augment.lower() == "none" else args.augment,
         herding_candidates=args.herding_candidates)
     record = continual_learning(args.dataset, config, out_dir=args.out, data_dir=args.data_dir)
