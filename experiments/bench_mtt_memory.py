@@ -102,7 +102,7 @@ def child(args) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 80])
-    p.add_argument("--memory", nargs="+", default=["full", "remat", "constant"])
+    p.add_argument("--memory", nargs="+", default=["constant", "remat", "full"])
     p.add_argument("--run-steps", type=int, nargs="*", default=[10],
                    help="syn_steps values that are also RUN (timed, peak RSS); the rest are compile-only")
     p.add_argument("--run-full-steps", type=int, nargs="*", default=[10],
@@ -144,11 +144,16 @@ def main(argv=None) -> int:
                 row["note"] = "compile-only (not run: CPU budget)"
         row["wall_s"] = time.perf_counter() - t0
         print(json.dumps({k: v for k, v in row.items() if k != "times"}), flush=True)
+        partial.append(row)  # written after every point, so an interrupted benchmark keeps what it measured
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"partial": True, "rows": partial}, indent=2))
         return row
 
+    partial: list = []
+
     rows = []
-    for steps in args.steps:
-        for mem in args.memory:
+    for mem in args.memory:  # bounded-memory strategies first: they are the point, and full unroll is the slowest
+        for steps in args.steps:
             run = steps in args.run_steps and (mem != "full" or steps in args.run_full_steps)
             rows.append(spawn(mem, steps, args.images, args.batch_syn, run))
     result = {"shape": f"{args.images} x 28x28x1 synthetic, ConvNet-3 w128 (patches), batch_syn {args.batch_syn}, "
