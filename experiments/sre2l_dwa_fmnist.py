@@ -106,7 +106,7 @@ def main(argv=None) -> int:
                 cfg, art, x, y = sets[(method, ipc)]
                 sub = cfg["subsets"][str(ipc)]
                 epochs = 1 if args.tiny else sub["epochs"]
-                models = 1 if args.tiny else cfg["eval"]["models"]
+                models = 1 if args.tiny else sub.get("models", cfg["eval"]["models"])
                 key = jax.random.key(cfg["seed"])
                 name = f"{method}_ipc{ipc}_{kind}"
                 if not todo(name):
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
                     res = evaluate_synthetic(key, x, y, x_test, test.labels, num_classes=k, model=cfg["model"],
                                              num_models=models, protocol=proto).to_dict()
                 else:
-                    models = 1 if args.tiny else cfg["relabel"]["models"]
+                    models = 1 if args.tiny else sub.get("models", cfg["relabel"]["models"])
                     res = relabel_evaluate(key, x, teacher, x_test, test.labels, model=cfg["model"],
                                            num_models=models, protocol=RelabelProtocol(epochs=epochs))
                 record["entries"][name] = {**res, "seconds": time.perf_counter() - t0}

@@ -19,5 +19,5 @@ CONFIG = {
     "eval": {"models": 2, "epochs": 20, "augment": True},
     # read by experiments/sre2l_dwa_fmnist.py (run.py ignores them)
     "relabel": {"models": 2, "epochs": 20},
-    "subsets": {"10": {"epochs": 50}, "50": {"epochs": 20}},
+    "subsets": {"10": {"epochs": 50, "models": 2}, "50": {"epochs": 20, "models": 1}},
 }
