@@ -16,7 +16,7 @@ from typing import Sequence
 from jaxdd.types import JaxddError
 
 # Subcommands contributed by other modules (each calls register_subcommand at import): add the module here.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("jaxdd.experts", "jaxdd.teacher", "jaxdd.objectives.recover",
+SUBCOMMAND_MODULES: tuple[str, ...] = ("jaxdd.experts", "jaxdd.teacher", "jaxdd.objectives.recover", "jaxdd.multi",
                                       "jaxdd.continual")
 SUBCOMMANDS: dict = {}
 
