@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from jaxdd.data import ClassIndex, class_index, sample_per_class, check_ipc
+from jaxdd.data import ClassIndex, check_images, check_ipc, class_index, sample_per_class
 from jaxdd.objectives.base import Objective, Synthetic
 from jaxdd.synthetic.base import Parameterization, class_major_labels
 from jaxdd.types import Batch, JaxddError, PRNGKey, PyTree
@@ -44,7 +44,10 @@ class RealPool(NamedTuple):
 
 
 def make_pool(images, labels, num_classes: int) -> RealPool:
+    images = check_images(images, "real training images")
     labels = np.asarray(labels, np.int32)
+    if labels.shape != (images.shape[0],):
+        raise JaxddError(f"{images.shape[0]} real images but labels of shape {labels.shape}; give one int label each")
     return RealPool(jnp.asarray(images, jnp.float32), jnp.asarray(labels), class_index(labels, num_classes))
 
 

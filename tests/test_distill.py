@@ -1,0 +1,115 @@
+"""The driver: resume after a hard kill gives the bits of an uninterrupted run; artifacts; clear errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdd.checkpoint import load_artifact
+from jaxdd.distill import DistillConfig, distill, make_pool
+from jaxdd.models import get_model
+from jaxdd.objectives import dm
+from jaxdd.synthetic import pixels
+from jaxdd.types import JaxddError
+from tests.conftest import toy_images
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _toy_run(out_dir, iterations, key=0, checkpoint_every=2):
+    x, y = toy_images(3, 10, (8, 8, 1))
+    pool = make_pool(x, y, 3)
+    obj = dm(get_model("ConvNet", 3, width=8, depth=2), 3, real_per_class=4)
+    cfg = DistillConfig(iterations=iterations, checkpoint_every=checkpoint_every, log_every=1, progress=False)
+    return distill(jax.random.key(key), obj, pixels(2), pool, cfg, out_dir=out_dir)
+
+
+def test_continue_from_checkpoint_equals_uninterrupted(tmp_path):
+    full = _toy_run(tmp_path / "a", 6)
+    _toy_run(tmp_path / "b", 3, checkpoint_every=3)  # stops at 3 with a checkpoint
+    resumed = _toy_run(tmp_path / "b", 6)
+    np.testing.assert_array_equal(np.asarray(full.images), np.asarray(resumed.images))
+    rows = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # no duplicated steps after resume
+
+
+def test_interrupt_saves_checkpoint(tmp_path):
+    x, y = toy_images(3, 10, (8, 8, 1))
+    pool = make_pool(x, y, 3)
+    obj = dm(get_model("ConvNet", 3, width=8, depth=2), 3, real_per_class=4)
+
+    def evaluator(images, labels, step):  # simulates Ctrl-C in the middle of a run
+        raise KeyboardInterrupt
+
+    cfg = DistillConfig(iterations=6, checkpoint_every=100, eval_every=3, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        distill(jax.random.key(0), obj, pixels(2), pool, cfg, out_dir=tmp_path, evaluator=evaluator)
+    from jaxdd.checkpoint import Checkpointer
+
+    assert Checkpointer(tmp_path / "checkpoints").latest_step() == 3
+
+
+CLI = [sys.executable, "-m", "jaxdd.cli", "distill", "--method", "dm", "--dataset", "digits", "--ipc", "2",
+       "--iterations", "12", "--real-per-class", "8", "--checkpoint-every", "2", "--no-progress",
+       "--model", "ConvNetD1"]
+
+
+def test_kill_9_then_resume_gives_identical_bits(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    ref = tmp_path / "ref"
+    subprocess.run(CLI + ["--out", str(ref)], check=True, env=env, capture_output=True, timeout=600)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(CLI + ["--out", str(run)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpts = run / "checkpoints"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        steps = [p.name for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
+        if any(int(s) >= 4 for s in steps):
+            break
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert killed, "the run finished before it could be killed; make it longer"
+    assert not (run / "synthetic.npz").exists()
+    subprocess.run(CLI + ["--out", str(run)], check=True, env=env, capture_output=True, timeout=600)
+    a, b = load_artifact(ref), load_artifact(run)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.metadata["method"] == "dm" and "jaxdd_version" in a.metadata
+    assert (run / "synthetic.png").exists()
+    np.testing.assert_allclose(b.preprocess.mean, [0.3055], atol=1e-3)
+
+
+def test_nan_loss_and_nan_inputs_give_clear_errors(tmp_path):
+    from jaxdd.objectives import Objective, no_init
+
+    x, y = toy_images(3, 10, (8, 8, 1))
+    pool = make_pool(x, y, 3)
+    nan_obj = Objective("nan", no_init, lambda syn, real, st, k: (jnp.nan * jnp.sum(syn.x), {}))
+    cfg = DistillConfig(iterations=3, log_every=1, progress=False)
+    with pytest.raises(JaxddError, match="loss became nan"):
+        distill(jax.random.key(0), nan_obj, pixels(2), pool, cfg)
+    bad = x.copy()
+    bad[3, 1, 1, 0] = np.nan
+    with pytest.raises(JaxddError, match="NaN|finite"):
+        make_pool(bad, y, 3)
+
+
+def test_ipc_larger_than_class_is_clear():
+    x, y = toy_images(3, 3, (8, 8, 1))
+    pool = make_pool(x, y, 3)
+    obj = dm(get_model("ConvNet", 3, width=8, depth=2), 3, real_per_class=2)
+    with pytest.raises(JaxddError, match="ipc|class"):
+        distill(jax.random.key(0), obj, pixels(5), pool, DistillConfig(iterations=1, progress=False))
