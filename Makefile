@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/jaxdd evaluate runs/demo --models 4 --epochs 300 --baseline
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests
 
 clean:
 	rm -rf runs .pytest_cache
