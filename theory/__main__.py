@@ -19,6 +19,7 @@ def main(argv=None) -> int:
     sw.add_argument("--out", required=True)
     sw.add_argument("--seed", type=int, default=0, help="root key: jax.random.key(seed)")
     sw.add_argument("--only", default="S1,S2,S3,S4", help="comma-separated subset of S1,S2,S3,S4")
+    sw.add_argument("--index", default=None, help="comma-separated point indices within each selected sweep")
     sw.add_argument("--no-report", action="store_true")
     rp = sub.add_parser("report", help="plots and summary.md from DIR/results.json")
     rp.add_argument("dir")
@@ -34,7 +35,8 @@ def main(argv=None) -> int:
 
         t = time.time()
         only = tuple(s.strip() for s in args.only.split(",") if s.strip())
-        sweep.run_sweep(args.preset, args.out, key_seed=args.seed, only=only,
+        index = None if args.index is None else tuple(int(i) for i in args.index.split(","))
+        sweep.run_sweep(args.preset, args.out, key_seed=args.seed, only=only, index=index,
                         log=lambda m: print(m, flush=True))
         print(f"sweep done in {time.time() - t:.0f} s", flush=True)
         if args.no_report:

@@ -208,16 +208,21 @@ def _verdicts(fd: dict) -> dict:
     """Per-exponent verdicts on the primary quantities (see summary text for the rule)."""
     v = {}
     prim = "two-stage total, free stage 2"
+    def rule(f, pred, rival):
+        if sum(f["used"]) < 3:
+            return "not separable (fewer than 3 usable points)"
+        return fits.verdict_for(f["ci"], pred, rival)
+
     if "S1" in fd and prim in fd["S1"]:
-        v["alpha_d"] = (fd["S1"][prim], fits.verdict_for(fd["S1"][prim]["ci"], 1.0, None))
+        v["alpha_d"] = (fd["S1"][prim], rule(fd["S1"][prim], 1.0, None))
     if "S2" in fd and prim in fd["S2"]:
-        v["beta_r"] = (fd["S2"][prim], fits.verdict_for(fd["S2"][prim]["ci"], 2.0, 1.0))
+        v["beta_r"] = (fd["S2"][prim], rule(fd["S2"][prim], 2.0, 1.0))
     if "S3" in fd:
         best = None
         for kind in ("line", "free", "span"):
             k = f"total, {kind} stage 2, reproduce"
             if k in fd["S3"] and fd["S3"][k]["slope"] is not None:
-                best = (fd["S3"][k], fits.verdict_for(fd["S3"][k]["ci"], 1.0, 0.0), kind)
+                best = (fd["S3"][k], rule(fd["S3"][k], 1.0, 0.0), kind)
                 break
         if best is not None:
             v["gamma_L"] = best[:2]
@@ -234,7 +239,9 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
              f"started {res.get('started')}, finished {res.get('finished', 'not recorded (stopped after its last complete point)')}."
              + "".join(f" Merged: sweeps {m['sweeps']} from a parallel run started {m['started']}, finished "
                        f"{m.get('finished') or 'not recorded'}." for m in res.get("merged_from", [])), "",
-             "## Scale used", "",
+             ] + [f"- Note: {q['sweep']} point {q['config']['d'], q['config']['r'], q['config']['L']} (d, r, L) is "
+                  f"{q['borrowed_from']}." for pts in sw.values() for q in pts if q.get("borrowed_from")] + [
+             "", "## Scale used", "",
              f"- seeds per point: {pc['seeds']} (vmapped); stage-1 inits K = {b['K']}; GM {b['gm_steps']} Adam "
              f"steps (lr {b['gm_lr']}, inputs init {b['init_scale']} N(0, I)); stage-2 {b['pm_steps']} steps "
              f"(lr {b['pm_lr']}); end-to-end {b['e2e_steps']} steps, batch {b['e2e_batch']}.",
@@ -340,7 +347,7 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
     lines += ["## Verdict (automatic rule)", "",
               "Rule: an exponent is *supported* when its 95 % interval contains the prediction and excludes the "
               "rival (beta: 1, i.e. r d; gamma: 0, i.e. no L term), *not separable* when it contains both, "
-              "*contradicted* when it excludes the prediction. Primary quantity: two-stage total memory with a free "
+              "*contradicted* when it excludes the prediction; no call on fewer than 3 usable points. Primary quantity: two-stage total memory with a free "
               "stage 2 (generalise) for alpha and beta; the reproduce criterion for gamma.", ""]
     for k in ("alpha_d", "beta_r", "gamma_L"):
         if k in v:
@@ -352,7 +359,7 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
     vals = [v[k][1] for k in ("alpha_d", "beta_r", "gamma_L") if k in v]
     if len(vals) == 3 and all(x == "supported" for x in vals):
         overall = "supported"
-    elif any(x == "contradicted" for x in vals):
+    elif any(x == "contradicted" for x in vals):  # only calls made on >= 3 points
         overall = "contradicted (for this reconstruction of the algorithm, at this scale)"
     else:
         overall = "not separable at this scale"
@@ -372,9 +379,14 @@ def merge_results(out_dir: str, others) -> None:
         if other["preset"] != res["preset"] or other["key_seed"] != res["key_seed"]:
             raise ValueError(f"{o}: preset/key differ from {path}")
         for name, pts in other["sweeps"].items():
-            if name in res["sweeps"]:
-                raise ValueError(f"sweep {name} is in both {path} and {o}")
-            res["sweeps"][name] = pts
+            have = res["sweeps"].setdefault(name, [])
+            var = dict(S1="d", S2="r", S3="L").get(name)
+            for p in pts:
+                if any(q["config"] == p["config"] for q in have):
+                    raise ValueError(f"{name} point {p['config']} is in both {path} and {o}")
+                have.append(p)
+            if var:
+                have.sort(key=lambda q: q["config"][var])
         res.setdefault("merged_from", []).append(dict(started=other.get("started"), finished=other.get("finished"),
                                                       sweeps=sorted(other["sweeps"])))
     with open(path, "w") as f:

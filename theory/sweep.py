@@ -222,8 +222,11 @@ def run_point(cfg: pl.Config, key, pre: Preset, *, stage2_kinds=("free",), crite
     return rec
 
 
-def run_sweep(preset: str, out_dir: str, key_seed: int = 0, only: tuple = ("S1", "S2", "S3", "S4"), log=print):
-    """Run the sweeps of a preset and write out_dir/results.json (incrementally, after each point)."""
+def run_sweep(preset: str, out_dir: str, key_seed: int = 0, only: tuple = ("S1", "S2", "S3", "S4"), log=print,
+              index: tuple | None = None):
+    """Run the sweeps of a preset and write out_dir/results.json (incrementally, after each point). ``index``
+    restricts every selected sweep to those point indices; keys depend only on (sweep, index), so separate runs
+    of parts merge into the bits of one run (``python -m theory report DIR --merge ...``)."""
     import os
 
     pre = PRESETS[preset]
@@ -261,11 +264,14 @@ def run_sweep(preset: str, out_dir: str, key_seed: int = 0, only: tuple = ("S1",
     counters: dict = {}
     for sweep, over, kw in plan:
         j = counters[sweep] = counters.get(sweep, -1) + 1
+        if index is not None and j not in index:
+            continue
         cfg = dataclasses.replace(base, **over, n_real=_n_real(pre, over["d"], over["r"]))
         log(f"[{time.strftime('%H:%M:%S')}] {sweep} {over}")
         pkey = jax.random.fold_in(jax.random.fold_in(key, ("S1", "S2", "S3", "S4").index(sweep)), j)
         rec = run_point(cfg, pkey, pre, log=log, **kw)
         rec["sweep"] = sweep
+        rec["index"] = j
         results["sweeps"].setdefault(sweep, []).append(rec)
         save()
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
