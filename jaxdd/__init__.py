@@ -21,7 +21,7 @@ from jaxdd.distill import (  # noqa: E402
 from jaxdd.evaluate import EvalResult, evaluate_random_subset, evaluate_synthetic, random_subset  # noqa: E402
 from jaxdd.methods import MethodSpec, Option, available_methods, get_method, register_method  # noqa: E402
 from jaxdd.models import apply_model, available_models, get_model, init_model  # noqa: E402
-from jaxdd.objectives import Objective, Synthetic, dm  # noqa: E402
+from jaxdd.objectives import Objective, Synthetic, bptt, dc, dm, gradient_matching, kip  # noqa: E402
 from jaxdd.pipeline import (  # noqa: E402
     available_parameterizations, distill_dataset, evaluate_run, register_parameterization,
 )
