@@ -49,6 +49,9 @@ def main(argv=None) -> int:
     p.add_argument("--ipc", type=int, default=10)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--real-per-class", type=int, default=32)
+    p.add_argument("--conv-impl", default="xla", choices=("xla", "patches"),
+                   help="ConvNet convolution: xla, or patches (im2col + matmul; vmaps over per-experiment "
+                        "networks as a batched matmul instead of a grouped convolution)")
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "bench_multi.json"))
     args = p.parse_args(argv)
     shape, classes, per_class = (28, 28, 1), 10, 100
@@ -62,7 +65,7 @@ def main(argv=None) -> int:
         opts["dsa"] = ""
     else:
         opts.update(outer_loop=10, inner_loop=5)
-    ctx = MethodContext(classes, shape, args.ipc, "ConvNet", {"width": args.width}, resolve_options(spec, opts),
+    ctx = MethodContext(classes, shape, args.ipc, "ConvNet", {"width": args.width, "conv_impl": args.conv_impl}, resolve_options(spec, opts),
                         "synthetic", pool, None, jax.random.key(0))
     objective = spec.build(ctx)
     param = pixels(args.ipc, spec.defaults.get("init", "real"))
@@ -79,7 +82,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     wall1, cpu1 = timed(run_single, args.steps)
-    res = {"method": args.method, "options": opts, "ipc": args.ipc, "model": f"ConvNet width {args.width}",
+    res = {"method": args.method, "options": opts, "ipc": args.ipc, "model": f"ConvNet width {args.width}", "conv_impl": args.conv_impl,
            "image_shape": list(shape), "classes": classes, "steps": args.steps, "devices": jax.device_count(),
            "backend": jax.default_backend(), "cores": os.cpu_count(),
            "single": {"wall_seconds_per_iteration": wall1, "cpu_seconds_per_iteration": cpu1,

@@ -154,13 +154,14 @@ def make_multi_step(objective: Objective, param: Parameterization, tx: optax.Gra
     return jax.jit(stepped, out_shardings=(state_shardings, shd.replicated(mesh)))
 
 
-def decode_many(param: Parameterization, states: DistillState, num_classes: int):
-    """Decoded synthetic sets of every experiment: images (E, n, h, w, c), labels (E, n) or (E, n, K)."""
+def decode_many(param: Parameterization, states: DistillState, num_classes: int, mesh=None):
+    """Decoded synthetic sets of every experiment: images (E, n, h, w, c), labels (E, n) or (E, n, K); with a
+    mesh they come back replicated, so every process can read them."""
     def dec(syn):
         out = jax.vmap(lambda s: decode_synthetic(param, s, num_classes))(syn)
         return out.x, out.y
 
-    return jax.jit(dec)(states.syn)
+    return jax.jit(dec, out_shardings=None if mesh is None else shd.replicated(mesh))(states.syn)
 
 
 class MultiResult(NamedTuple):
@@ -255,7 +256,7 @@ def distill_many(keys: jax.Array, objective: Objective, param: Parameterization,
     def evaluate(step: int):
         if evaluator is None:
             return
-        images, labels = decode_many(param, states, k)
+        images, labels = decode_many(param, states, k, mesh)
         vals = {n: np.asarray(v).reshape(num) for n, v in evaluator(images, labels, step).items()}
         for i in range(num):
             log(i, {"step": step, **{n: float(v[i]) for n, v in vals.items()}})
@@ -295,7 +296,7 @@ def distill_many(keys: jax.Array, objective: Objective, param: Parameterization,
     if config.eval_every and (not histories[0] or histories[0][-1].get("step") != config.iterations
                               or "val_acc" not in histories[0][-1]):
         evaluate(int(jax.device_get(take(states.step, 0))))
-    images, labels = decode_many(param, states, k)
+    images, labels = decode_many(param, states, k, mesh)
     images, labels = np.asarray(jax.device_get(images)), np.asarray(jax.device_get(labels))
     for i in range(num):
         if not np.all(np.isfinite(images[i])):

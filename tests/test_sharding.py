@@ -3,7 +3,8 @@
 The device count is fixed when JAX initialises, so the 8-device checks run in a subprocess (this file run as a
 script with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``); it writes its measurements to a JSON file the
 tests read. A sharded checkpoint written there (8 devices) is restored here (this process's 1 device) and onto a 2
-and 4 device sub-mesh there.
+and 4 device sub-mesh there. Multi-host start-up is exercised with two local processes joined by
+``jax.distributed.initialize`` (2 CPU devices each).
 """
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ def _worker(out: Path) -> None:
             "loss_sharded": [h[-1]["loss"] for h in sharded.histories],
         }
         if method == "dm":
+            np.save(out / "dm_plain.npy", plain.images)
             # save the sharded stacked state (8 devices, exp axis split) and restore it onto 4 and 2 devices
             state = sharded.state
             shd.save_sharded(out / "ckpt", 2, state)
@@ -172,5 +174,47 @@ def test_make_mesh_and_errors():
         shd.shard_objective(objective, mesh, syn="rows")
 
 
+def _distributed_worker(pid: int, port: int, out: Path) -> None:
+    """One of 2 processes x 2 CPU devices: jax.distributed on localhost, DM over a 2 x 2 (exp, data) mesh."""
+    from jaxdd.sharding import initialize_distributed, make_mesh
+
+    info = initialize_distributed(f"localhost:{port}", 2, pid)
+    import jax
+
+    from jaxdd.multi import distill_many
+
+    objective, param, pool, config = _setup("dm")
+    mesh = make_mesh(E, exp=2, data=2)
+    res = distill_many(jax.random.split(jax.random.key(3), E), objective, param, pool, config, mesh=mesh,
+                       syn_sharding="class")
+    np.save(out / f"dist_{pid}.npy", res.images)
+    (out / f"dist_{pid}.json").write_text(json.dumps(info))
+
+
+def test_two_processes_jax_distributed(worker):
+    """jax.distributed.initialize with 2 local processes (2 CPU devices each, gloo collectives): the global
+    4-device mesh gives every process the same sets as the single-process unsharded run."""
+    import socket
+
+    out, _ = worker
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, __file__, "dist", str(i), str(port), str(out)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(log[-2000:] for log in logs)
+    plain = np.load(out / "dm_plain.npy")
+    for i in range(2):
+        info = json.loads((out / f"dist_{i}.json").read_text())
+        assert info == {"process_index": i, "process_count": 2, "local_devices": 2, "global_devices": 4}
+        np.testing.assert_allclose(np.load(out / f"dist_{i}.npy"), plain, atol=1e-5)
+
+
 if __name__ == "__main__":
-    _worker(Path(sys.argv[1]))
+    if sys.argv[1] == "dist":
+        _distributed_worker(int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
+    else:
+        _worker(Path(sys.argv[1]))
