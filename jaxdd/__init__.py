@@ -29,8 +29,5 @@ from jaxdd.synthetic import Parameterization, pixel_budget, pixels  # noqa: E402
 from jaxdd.synthetic.low_rank import low_rank  # noqa: E402  (registers --param low_rank)
 from jaxdd.train import TrainProtocol, cross_entropy, default_protocol, train, train_many, unroll_sgd  # noqa: E402
 from jaxdd.types import Batch, JaxddError  # noqa: E402
-from jaxdd import sharding  # noqa: E402
-from jaxdd.multi import (  # noqa: E402
-    MultiResult, distill_many, distill_many_dataset, evaluate_many, evaluate_many_runs, init_states, make_multi_step,
-)
+from jaxdd import sharding  # noqa: E402  (jaxdd.multi is imported explicitly: it registers CLI subcommands)
 from jaxdd.sharding import initialize_distributed, make_mesh, shard_objective, shard_pool  # noqa: E402
