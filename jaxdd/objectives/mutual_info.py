@@ -316,7 +316,7 @@ def with_mutual_info(objective: Objective, *, module: nn.Module, num_classes: in
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Derived methods: "<base>+mim" for every registered base method
+# Derived methods: "<base>+mim" for the base methods in DERIVED_BASES
 
 
 SUFFIX = "+mim"
