@@ -87,7 +87,7 @@ def test_hyperparameter_errors(setup):
 
 def test_train_sets_equals_train_many():
     x, y = toy_images(K, 5, SHAPE, seed=3)
-    module = get_model("ConvNet", K, width=8, depth=2)
+    module = get_model("MLP", K, width=16)  # the loop is model-agnostic; an MLP keeps the compile short
     proto = TrainProtocol(epochs=2, batch_size=8, augment="flip")
     keys = jax.random.split(jax.random.key(1), 2)
     sets = np.stack([x, -x]), np.stack([y, y])
@@ -105,7 +105,7 @@ def test_cli_distill_many_and_evaluate_many(tmp_path, capsys):
 
     out = tmp_path / "cli"
     rc = main(["distill-many", "--num-exp", "2", "--lr-img-grid", "0.5,1", "--method", "dm", "--dataset", "digits",
-               "--ipc", "1", "--iterations", "2", "--model", "ConvNetW32", "--real-per-class", "4", "--dsa", "",
+               "--ipc", "1", "--iterations", "2", "--model", "MLP", "--real-per-class", "4", "--dsa", "",
                "--out", str(out), "--no-progress"])
     assert rc == 0, capsys.readouterr()
     for i in range(2):

@@ -47,8 +47,6 @@ def _setup(method: str):
 def _worker(out: Path) -> None:
     """Runs with 8 host devices: every check's numbers go to out/result.json."""
     import jax
-    import jax.numpy as jnp
-    from jax.sharding import PartitionSpec as P
 
     from jaxdd import sharding as shd
     from jaxdd.evaluate import evaluate_synthetic
@@ -129,7 +127,6 @@ def test_sharded_equals_unsharded(worker, method):
 
 def test_sharded_checkpoint_restores_on_other_device_counts(worker):
     import jax
-    import jax.numpy as jnp
 
     from jaxdd import sharding as shd
     from jaxdd.multi import init_states
