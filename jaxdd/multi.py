@@ -49,7 +49,7 @@ from jaxdd.models import apply_model, get_model, init_model
 from jaxdd.objectives.base import Objective
 from jaxdd.synthetic.base import Parameterization
 from jaxdd.train import TrainProtocol, accuracy, make_train_step, sgd
-from jaxdd.types import JaxddError, PRNGKey, PyTree
+from jaxdd.types import JaxddError, PyTree
 
 EXP_DIR = "exp_{:03d}"
 
