@@ -70,15 +70,15 @@ def plot(rows, runs=Path("runs"), path=RESULTS / "mim_mi_lb.png"):
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key in zip(axes, ("mim_mi_lb", "mim_nce")):
-        for (label, ipc), rs in sorted(rows.items()):
-            for r in rs:
-                f = runs / r["name"] / "metrics.jsonl"
-                if not f.exists():
-                    continue
-                hist = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
-                hist = [h for h in hist if key in h]
-                if hist:
-                    ax.plot([h["step"] for h in hist], [h[key] for h in hist], label=f"{label} IPC {ipc} s{r['seed']}")
+        for run_dir in sorted(runs.glob("mim_*")):  # every MIM run with logged metrics (finished or not)
+            f, cell = run_dir / "metrics.jsonl", _cell(run_dir.name)
+            if cell is None or not f.exists():
+                continue
+            hist = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+            hist = [h for h in hist if key in h]
+            if hist:
+                ax.plot([h["step"] for h in hist], [h[key] for h in hist],
+                        label=f"{cell[0]} IPC {cell[1]} s{cell[2]}")
         ax.set_xlabel("distillation step")
         ax.set_ylabel({"mim_mi_lb": "MI lower bound (nats, mean over blocks)",
                        "mim_nce": "NCE loss (sum over blocks)"}[key])
@@ -93,13 +93,13 @@ def plot(rows, runs=Path("runs"), path=RESULTS / "mim_mi_lb.png"):
 
 def main() -> int:
     rows = collect()
+    plot(rows)
     if not rows:
         print("no experiments/results/mim_*.json yet; run python experiments/run.py mim_dm_fmnist_ipc1 first")
         return 1
     entries, md = table(rows)
     (RESULTS / "mim_summary.json").write_text(json.dumps(entries, indent=2))
     (RESULTS / "mim_summary.md").write_text(md + "\n")
-    plot(rows)
     print(md)
     return 0
 
