@@ -174,7 +174,7 @@ def train(key: PRNGKey, module: nn.Module, x: jax.Array, y: jax.Array, protocol:
     return jax.tree.map(lambda a: a[0], out)
 
 
-def predict_many(module: nn.Module, variables: PyTree, x: jax.Array, batch_size: int = 1000) -> jax.Array:
+def predict_many(module: nn.Module, variables: PyTree, x: jax.Array, batch_size: int = 250) -> jax.Array:
     """Logits of K stacked networks on x, in chunks: (K, n, num_classes). Eval mode (running BN statistics)."""
     fwd = _predict_fn(module)
     outs = [fwd(variables, x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
