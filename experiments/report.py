@@ -10,6 +10,15 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _augments(method: str, ev: dict) -> bool:
+    """Whether the evaluation trained with DSA: True means the method's own protocol (its eval_augment)."""
+    if ev.get("augment") is True:
+        from jaxdd.methods import get_method
+
+        return bool(get_method(method).defaults.get("eval_augment"))
+    return bool(ev.get("augment"))
+
+
 def rows() -> list[dict]:
     out = []
     for path in sorted(RESULTS.glob("*.json")):
@@ -24,7 +33,7 @@ def rows() -> list[dict]:
         out.append({
             "config": path.stem, "method": c["method"], "param": param, "ipc": c["ipc"],
             "model": c.get("model", "ConvNet"), "iterations": c.get("iterations"),
-            "eval": f"{ev['models']} nets x {ev['epochs']} ep" + (", DSA" if ev.get("augment") else ""),
+            "eval": f"{ev['models']} nets x {ev['epochs']} ep" + (", DSA" if _augments(c["method"], ev) else ""),
             "acc": f"{100 * r['accuracy_mean']:.1f} +- {100 * r['accuracy_std']:.1f}",
             "random": f"{100 * base['mean']:.1f} +- {100 * base['std']:.1f}" if base else "-",
             "minutes": f"{(r['seconds_distill'] + r['seconds_eval']) / 60:.0f}",
