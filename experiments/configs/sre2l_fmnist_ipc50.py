@@ -7,7 +7,7 @@ Command:
   python experiments/sre2l_dwa_fmnist.py              # SRe2L vs DWA at IPC 10 (first 10 images per class of this
                                                       # synthesis, as DWA does on ImageNet) and 50: hard and soft
                                                       # labels, diversity -> experiments/results/sre2l_dwa_fmnist.json
-Runtime (measured on the heavily shared 2-core CPU): recover 100 Adam iterations on 500 images through a width-32
+Runtime: (measured on the heavily shared 2-core CPU) recover 100 Adam iterations on 500 images through a width-32
 ConvNetBN: SRe2L 220 s, DWA 740 s (per-batch perturbed teachers are vmapped convolutions, slower on XLA:CPU); each
 evaluation 170-400 s. The budgets are far below the papers' (1000 iterations, 300-400 evaluation epochs).
 Paper: SRe2L/DWA report no Fashion-MNIST numbers; DWA Table 1 (CIFAR-10, ResNet-18 teacher and student, soft labels)
