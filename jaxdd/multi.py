@@ -426,16 +426,9 @@ def evaluate_many(keys: jax.Array, images: jax.Array, labels: jax.Array, test_im
 
 
 def _config(spec, iterations, overrides, eval_every, progress) -> DistillConfig:
-    fields = {f.name for f in dataclasses.fields(DistillConfig)}
-    kw = {k: v for k, v in spec.defaults.items() if k in fields}
-    if iterations is not None:
-        kw["iterations"] = iterations
-    kw.update(overrides or {})
-    kw.setdefault("eval_every", eval_every)
-    kw.setdefault("progress", progress)
-    if "lrs" in kw:
-        kw["lrs"] = tuple(tuple(x) for x in (kw["lrs"].items() if isinstance(kw["lrs"], dict) else kw["lrs"]))
-    return DistillConfig(**kw)
+    from jaxdd.pipeline import method_config
+
+    return method_config(spec, iterations, overrides, eval_every, progress)
 
 
 def distill_many_dataset(method: str, dataset: str, ipc: int, *, num_exp: int, out_dir: str | None = None,

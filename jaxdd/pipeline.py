@@ -64,6 +64,21 @@ def prepare_data(dataset: str, *, data_dir=None, zca: bool = False, val_per_clas
     return train, val, pre, x_train, x_val
 
 
+def method_config(spec, iterations: int | None = None, overrides: dict | None = None, eval_every: int = 0,
+                  progress: bool = True) -> DistillConfig:
+    """The DistillConfig of a method: its paper defaults, then ``iterations`` and ``overrides`` on top."""
+    fields = {f.name for f in dataclasses.fields(DistillConfig)}
+    kw = {k: v for k, v in spec.defaults.items() if k in fields}
+    if iterations is not None:
+        kw["iterations"] = iterations
+    kw.update(overrides or {})
+    kw.setdefault("eval_every", eval_every)
+    kw.setdefault("progress", progress)
+    if "lrs" in kw:
+        kw["lrs"] = tuple(tuple(x) for x in (kw["lrs"].items() if isinstance(kw["lrs"], dict) else kw["lrs"]))
+    return DistillConfig(**kw)
+
+
 def distill_dataset(method: str, dataset: str, ipc: int, *, out_dir: str | None = None, seed: int = 0,
                     iterations: int | None = None, model: str = "ConvNet", model_kwargs: dict | None = None,
                     param: str = "pixels", param_options: dict | None = None, init: str | None = None,
@@ -93,17 +108,7 @@ def distill_dataset(method: str, dataset: str, ipc: int, *, out_dir: str | None 
     ctx = MethodContext(k, shape, parameterization.images_per_class, model, dict(model_kwargs or {}), opts,
                         dataset, pool, pre, k_build, data_dir)
     objective = spec.build(ctx)
-    cfg_fields = {f.name for f in dataclasses.fields(DistillConfig)}
-    cfg_kwargs = {k_: v for k_, v in spec.defaults.items() if k_ in cfg_fields}
-    if iterations is not None:
-        cfg_kwargs["iterations"] = iterations
-    cfg_kwargs.update(config_overrides or {})
-    cfg_kwargs.setdefault("eval_every", eval_every)
-    cfg_kwargs.setdefault("progress", progress)
-    if "lrs" in cfg_kwargs:
-        cfg_kwargs["lrs"] = tuple(tuple(x) for x in (cfg_kwargs["lrs"].items() if isinstance(
-            cfg_kwargs["lrs"], dict) else cfg_kwargs["lrs"]))
-    config = DistillConfig(**cfg_kwargs)
+    config = method_config(spec, iterations, config_overrides, eval_every, progress)
     eval_augment = spec.defaults.get("eval_augment")
 
     evaluator = None
