@@ -41,16 +41,22 @@ def _case(method: str, param_name: str, tmp_path, seed: int = 0):
     return objective, param, pool, config
 
 
-def _run(objective, param, pool, config, key, steps=3):
-    state, tx = init_state(key, objective, param, pool, config)
+def _runner(objective, param, pool, config):
+    """run(key) -> (initial state, state after 3 steps, losses), through ONE jitted step traced once."""
+    _, tx = init_state(jax.random.key(0), objective, param, pool, config)
     chex.clear_trace_counter()
     step = jax.jit(chex.assert_max_traces(lambda s, p, k: distill_step(objective, param, tx, s, p, k), n=1))
-    init = state
-    losses = []
-    for _ in range(steps):
-        state, m = step(state, pool, key)
-        losses.append(float(m["loss"]))
-    return init, state, losses
+
+    def run(key, steps=3):
+        state, _ = init_state(key, objective, param, pool, config)
+        init = state
+        losses = []
+        for _ in range(steps):
+            state, m = step(state, pool, key)
+            losses.append(float(m["loss"]))
+        return init, state, losses
+
+    return run
 
 
 CASES = [(m, p) for m in available_methods() for p in available_parameterizations()]
@@ -59,15 +65,16 @@ CASES = [(m, p) for m in available_methods() for p in available_parameterization
 @pytest.mark.parametrize("method,param_name", CASES)
 def test_contract(method, param_name, tmp_path):
     objective, param, pool, config = _case(method, param_name, tmp_path)
+    run = _runner(objective, param, pool, config)
     key = jax.random.key(0)
-    init, state, losses = _run(objective, param, pool, config, key)
+    init, state, losses = run(key)
     assert all(np.isfinite(losses)), losses
     chex.assert_trees_all_equal_structs(init, state)
     chex.assert_trees_all_equal_shapes_and_dtypes(init.syn, state.syn)
     changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), init.syn["data"], state.syn["data"])
     assert any(jax.tree.leaves(changed)), "the synthetic set did not change"
     assert int(state.step) == 3
-    _, again, _ = _run(objective, param, pool, config, key)
+    _, again, _ = run(key)
     chex.assert_trees_all_equal(state.syn, again.syn)
-    _, other, _ = _run(objective, param, pool, config, jax.random.key(1))
+    _, other, _ = run(jax.random.key(1))
     assert not all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), state.syn, other.syn)))
