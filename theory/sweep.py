@@ -59,6 +59,7 @@ class Preset:
     subset_max: int = 262144     # real-subset bisection range [16, subset_max]
     e2e_in: tuple = ("S1",)      # sweeps that run end-to-end PM
     s3_kinds: tuple = ("free", "span", "line")
+    s3_criteria: tuple = ("generalise", "reproduce", "param")
     e2e_cap: int = 24
     subset_steps: int = 8
 
@@ -71,13 +72,22 @@ PRESETS = {
         s1_d=(8, 16), s1_r=1, s1_L=32, s2_r=(1, 2), s2_d=16, s2_L=32, s2_L_big=32, s3_L=(16, 32), s3_d=16,
         s3_r=1, s4=(("he3", 16, 1),), s4_L=32, n_real_min=8192, n_real_max=8192, stage2_cap_min=8, s3_cap=16,
         subset_max=4096, e2e_in=("S1",), s3_kinds=("free", "line"), e2e_cap=16, subset_steps=5),
+    # cpu: sized for one process on ONE core of this 2-core machine (taskset -c 1, single-threaded XLA) in under
+    # 30 minutes, S1-S4 together. Compiles dominate at these sizes (about 5-7 s per jitted runner and point), so
+    # every candidate bucket is one vmapped call over seeds x sizes, and a configuration shared by two sweeps
+    # (S1 d = 32 = S2 r = 2; S1 d = 16 = S3 L = 256) is measured once with the union of their stages and criteria.
+    # S3 runs at d = 16 (r^2 d = 64, so L = 256, 512 are in the L-dominated regime of r^2 d + L; L = 1024 at
+    # d = 32 spent over 3 minutes in stage-1 evaluation alone), with the free and span stage-2 sets under the
+    # generalise and reproduce criteria: the "param" criterion and the "line" set were censored on every point of
+    # the earlier runs and doubled the cost (they stay in the gpu preset).
     "cpu": Preset(
         seeds=3,
-        base=pl.Config(n_pool=8192, n_test=4096, K=4, gm_steps=600, pm_steps=1000, e2e_steps=500,
+        base=pl.Config(n_pool=8192, n_test=4096, K=4, gm_steps=500, pm_steps=800, e2e_steps=500,
                        e2e_batch=256, chunk=8192),
-        s1_d=(16, 32, 64, 128), s2_r=(1, 2, 3, 4, 6), s3_L=(64, 256, 1024),
-        s4=(("he3", 32, 1), ("none", 8, 8)),
-        n_real_max=65536, s3_cap=64, subset_max=65536, s3_kinds=("free", "line"), subset_steps=7, e2e_in=()),
+        s1_d=(16, 32, 64, 128), s2_r=(1, 2, 3, 4, 6), s2_L_big=256, s3_L=(32, 64, 128, 256, 512), s3_d=16,
+        s4=(("he3", 32, 1), ("relu_sum", 32, 2)),
+        n_real_max=65536, s3_cap=64, subset_max=65536, s3_kinds=("free", "span"),
+        s3_criteria=("generalise", "reproduce"), subset_steps=7, e2e_in=()),
     "gpu": Preset(
         seeds=5,
         base=pl.Config(n_pool=65536, n_test=20000, K=16, gm_steps=1500, pm_steps=2000, e2e_steps=1500,
@@ -222,25 +232,10 @@ def run_point(cfg: pl.Config, key, pre: Preset, *, stage2_kinds=("free",), crite
     return rec
 
 
-def run_sweep(preset: str, out_dir: str, key_seed: int = 0, only: tuple = ("S1", "S2", "S3", "S4"), log=print,
-              index: tuple | None = None):
-    """Run the sweeps of a preset and write out_dir/results.json (incrementally, after each point). ``index``
-    restricts every selected sweep to those point indices; keys depend only on (sweep, index), so separate runs
-    of parts merge into the bits of one run (``python -m theory report DIR --merge ...``)."""
-    import os
-
-    pre = PRESETS[preset]
-    os.makedirs(out_dir, exist_ok=True)
-    key = jax.random.key(key_seed)
-    results = dict(preset=preset, key_seed=key_seed, preset_config=_preset_dict(pre), sweeps={},
-                   started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
-    path = os.path.join(out_dir, "results.json")
-
-    def save():
-        with open(path, "w") as f:
-            json.dump(results, f, separators=(",", ":"))
-
-    base = pre.base
+def plan_points(pre: Preset, only=("S1", "S2", "S3", "S4"), index=None):
+    """The grid points of a preset: returns (todo, merged). todo: [(sweep, index, over, kw)] in run order;
+    merged: {config key: run_point keyword arguments (union over the sweeps that share the configuration) plus
+    'first' = (sweep, index) of its first occurrence, whose key the measurement uses}."""
     plan = []
     if "S1" in only:
         for d in pre.s1_d:
@@ -254,27 +249,86 @@ def run_sweep(preset: str, out_dir: str, key_seed: int = 0, only: tuple = ("S1",
     if "S3" in only:
         for L in pre.s3_L:
             plan.append(("S3", dict(d=pre.s3_d, r=pre.s3_r, L=L),
-                         dict(stage2_kinds=pre.s3_kinds, criteria2=("generalise", "reproduce", "param"),
+                         dict(stage2_kinds=pre.s3_kinds, criteria2=pre.s3_criteria,
                               s2_cap=min(pre.s3_cap, 2 * L), subset=False)))
     if "S4" in only:
         for kind, d, r in pre.s4:
             plan.append(("S4", dict(d=d, r=r, L=pre.s4_L, kind=kind),
                          dict(stage2_kinds=("free",), s1_cap=(32 if kind in ("he3", "none") else None),
                               s2_cap=(32 if kind in ("he3", "none") else None))))
+    # identical configurations (e.g. d = 32, r = 2, L = 256 in S1, S2 and S3) are measured once, with the union of
+    # the stages and criteria the sweeps ask for, under the key of their first occurrence; later occurrences carry
+    # a copy of that record marked "borrowed_from".
     counters: dict = {}
+    todo = []
     for sweep, over, kw in plan:
         j = counters[sweep] = counters.get(sweep, -1) + 1
         if index is not None and j not in index:
             continue
-        cfg = dataclasses.replace(base, **over, n_real=_n_real(pre, over["d"], over["r"]))
-        log(f"[{time.strftime('%H:%M:%S')}] {sweep} {over}")
-        pkey = jax.random.fold_in(jax.random.fold_in(key, ("S1", "S2", "S3", "S4").index(sweep)), j)
-        rec = run_point(cfg, pkey, pre, log=log, **kw)
+        todo.append((sweep, j, over, kw))
+    merged: dict = {}
+    for sweep, j, over, kw in todo:
+        ck = tuple(sorted(over.items()))
+        if ck not in merged:
+            merged[ck] = dict(kw, first=(sweep, j))
+            continue
+        m = merged[ck]
+        for name, default in (("stage2_kinds", ("free",)), ("criteria2", ("generalise",))):
+            have = tuple(m.get(name, default))
+            m[name] = have + tuple(x for x in kw.get(name, default) if x not in have)
+        for name in ("subset", "e2e"):
+            m[name] = bool(m.get(name, name == "subset")) or bool(kw.get(name, name == "subset"))
+        for name in ("s1_cap", "s2_cap"):
+            a, b = m.get(name), kw.get(name)
+            m[name] = None if a is None and b is None else max(x for x in (a, b) if x is not None)
+    return todo, merged
+
+
+def run_sweep(preset: str, out_dir: str, key_seed: int = 0, only: tuple = ("S1", "S2", "S3", "S4"), log=print,
+              index: tuple | None = None):
+    """Run the sweeps of a preset and write out_dir/results.json (incrementally, after each point). ``index``
+    restricts every selected sweep to those point indices; keys depend only on (sweep, index), so separate runs
+    of parts merge into the bits of one run (``python -m theory report DIR --merge ...``), except that a
+    configuration shared by two selected sweeps is measured once under the key of its first occurrence
+    (``plan_points``)."""
+    import os
+
+    t_start = time.time()
+    pre = PRESETS[preset]
+    os.makedirs(out_dir, exist_ok=True)
+    key = jax.random.key(key_seed)
+    results = dict(preset=preset, key_seed=key_seed, preset_config=_preset_dict(pre), sweeps={},
+                   started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+    path = os.path.join(out_dir, "results.json")
+
+    def save():
+        with open(path, "w") as f:
+            json.dump(results, f, separators=(",", ":"))
+
+    base = pre.base
+    todo, merged = plan_points(pre, only, index)
+    done: dict = {}
+    for sweep, j, over, kw in todo:
+        ck = tuple(sorted(over.items()))
+        if ck in done:
+            rec = json.loads(json.dumps(done[ck]))
+            fs, fj = merged[ck]["first"]
+            rec["borrowed_from"] = (f"the same measurement as {fs} point {fj} (identical configuration, measured "
+                                    f"once with the union of both sweeps' stages and criteria)")
+            log(f"[{time.strftime('%H:%M:%S')}] {sweep} {over}: same configuration as {fs} point {fj}, reused")
+        else:
+            cfg = dataclasses.replace(base, **over, n_real=_n_real(pre, over["d"], over["r"]))
+            log(f"[{time.strftime('%H:%M:%S')}] {sweep} {over}")
+            pkey = jax.random.fold_in(jax.random.fold_in(key, ("S1", "S2", "S3", "S4").index(sweep)), j)
+            run_kw = {k: v for k, v in merged[ck].items() if k != "first"}
+            rec = run_point(cfg, pkey, pre, log=log, **run_kw)
+            done[ck] = rec
         rec["sweep"] = sweep
         rec["index"] = j
         results["sweeps"].setdefault(sweep, []).append(rec)
         save()
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    results["seconds"] = round(time.time() - t_start, 1)
     save()
     return results
 

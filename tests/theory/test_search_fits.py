@@ -80,3 +80,21 @@ def test_joint_and_two_term_fits():
     ([None, None], 1.0, 0.0, "not separable")])
 def test_verdict_rule(ci, pred, rival, expect):
     assert fits.verdict_for(ci, pred, rival) == expect
+
+
+def test_shared_configurations_are_measured_once():
+    """A configuration that two sweeps share runs once, with the union of their stages and criteria, under the key
+    of its first occurrence (cpu preset: S1 d = 32 is S2 r = 2, S1 d = 16 is S3 L = 256)."""
+    from theory import sweep
+
+    pre = sweep.PRESETS["cpu"]
+    todo, merged = sweep.plan_points(pre)
+    assert len(todo) == len(pre.s1_d) + len(pre.s2_r) + len(pre.s3_L) + len(pre.s4)
+    assert len(merged) == len(todo) - 2
+    shared = merged[tuple(sorted(dict(d=16, r=2, L=256).items()))]
+    assert shared["first"] == ("S1", 0) and shared["subset"] is True
+    assert set(shared["criteria2"]) == {"generalise", "reproduce"} and set(shared["stage2_kinds"]) == {"free", "span"}
+    assert merged[tuple(sorted(dict(d=32, r=2, L=256).items()))]["first"] == ("S1", 1)
+    # selecting one sweep measures its points under its own keys
+    todo2, merged2 = sweep.plan_points(pre, only=("S2",), index=(1,))
+    assert [(s, j) for s, j, _, _ in todo2] == [("S2", 1)] and len(merged2) == 1
