@@ -6,7 +6,8 @@ Two kinds of loop live here, because XLA:CPU runs a convolution's weight gradien
 
 - ``train`` / ``train_many`` (evaluation, DC's inner training, experts): a Python loop over ONE jitted step.
   Nothing is differentiated through it, so the loop may live on the host; ``train_many`` vmaps the step over K
-  independent networks, which is how evaluation trains K models at once.
+  independent networks, which is how evaluation trains K models at once on an accelerator (on CPU it trains them
+  one after the other by default, see ``default_group``).
 - ``unroll_sgd`` (BPTT, MTT, anything differentiated through training): ``lax.scan`` over plain SGD steps, with
   the memory strategy a setting (``"full"`` or ``"remat"`` with ``jax.checkpoint`` every ``checkpoint_every``
   steps). Use a model with ``conv_impl="patches"`` there on CPU (see ``jaxdd.models.convnet``).
@@ -135,16 +136,36 @@ def _compiled(module: nn.Module, protocol: TrainProtocol, image_shape, many: boo
     return _CACHE[cache_key]
 
 
+def default_group(num_networks: int) -> int:
+    """How many networks ``train_many`` trains in one vmapped program by default: all of them on GPU/TPU; one at
+    a time on CPU, where vmapping a convolution over per-network weights turns it into a grouped convolution that
+    XLA:CPU runs about 3x slower per network than K separate programs (experiments/results/bench_dm.md)."""
+    return num_networks if jax.default_backend() != "cpu" else 1
+
+
 def train_many(keys: jax.Array, module: nn.Module, x: jax.Array, y: jax.Array, protocol: TrainProtocol,
-               variables: PyTree | None = None, progress: Callable[[int], None] | None = None) -> PyTree:
+               variables: PyTree | None = None, progress: Callable[[int], None] | None = None,
+               group: int | None = None) -> PyTree:
     """Train K fresh networks (one per key, vmapped) on (x, y) with ``protocol``; returns stacked variables.
 
     keys: (K,) PRNG keys. x: (n, h, w, c), y: (n,) or (n, k). Each network gets its own init, shuffles and
     augmentation draws. ``variables`` (stacked, leading K) starts from given weights instead of fresh ones.
+    ``group``: networks per vmapped program (default ``default_group(K)``); the networks run group by group. A
+    network's training depends only on its key, not on the grouping (same function; the bits can differ in the
+    last place between groupings because a vmapped program is compiled differently).
     """
     n = x.shape[0]
     if n == 0:
         raise JaxddError("cannot train on an empty set")
+    num = keys.shape[0]
+    group = default_group(num) if group is None else int(group)
+    if group < 1:
+        raise JaxddError(f"group must be >= 1, got {group}")
+    if group < num:
+        parts = [train_many(keys[i:i + group], module, x, y, protocol, progress=progress, group=group,
+                            variables=None if variables is None else jax.tree.map(lambda a: a[i:i + group], variables))
+                 for i in range(0, num, group)]
+        return jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
     comp = _compiled(module, protocol, x.shape[1:], many=True)
     k_init, k_run = jax.vmap(lambda k: jax.random.split(k))(keys).transpose(1, 0)
     fresh, opt_state = comp.init(k_init, protocol.lr)
@@ -174,11 +195,20 @@ def train(key: PRNGKey, module: nn.Module, x: jax.Array, y: jax.Array, protocol:
     return jax.tree.map(lambda a: a[0], out)
 
 
-def predict_many(module: nn.Module, variables: PyTree, x: jax.Array, batch_size: int = 250) -> jax.Array:
-    """Logits of K stacked networks on x, in chunks: (K, n, num_classes). Eval mode (running BN statistics)."""
+def predict_many(module: nn.Module, variables: PyTree, x: jax.Array, batch_size: int = 250,
+                 group: int | None = None) -> jax.Array:
+    """Logits of K stacked networks on x, in chunks: (K, n, num_classes). Eval mode (running BN statistics).
+
+    ``group``: networks per vmapped forward (default ``default_group(K)``: all on GPU/TPU, one on CPU)."""
+    num = jax.tree.leaves(variables)[0].shape[0]
+    group = default_group(num) if group is None else int(group)
     fwd = _predict_fn(module)
-    outs = [fwd(variables, x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
-    return jnp.concatenate(outs, axis=1)
+    rows = []
+    for g in range(0, num, group):
+        sub = jax.tree.map(lambda a: a[g:g + group], variables)
+        rows.append(jnp.concatenate([fwd(sub, x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)],
+                                    axis=1))
+    return jnp.concatenate(rows, axis=0)
 
 
 _PRED: dict[Any, Callable] = {}

@@ -6,7 +6,7 @@ import pytest
 
 from jaxdd.evaluate import evaluate_synthetic
 from jaxdd.models import apply_model, get_model, init_model
-from jaxdd.train import TrainProtocol, cross_entropy, unroll_sgd
+from jaxdd.train import TrainProtocol, cross_entropy, train_many, unroll_sgd
 from jaxdd.types import JaxddError
 from tests.conftest import toy_images
 
@@ -32,6 +32,19 @@ def test_evaluation_is_deterministic_and_models_differ():
     a = evaluate_synthetic(jax.random.key(3), x, y, x, y, **kw)
     b = evaluate_synthetic(jax.random.key(3), x, y, x, y, **kw)
     np.testing.assert_array_equal(a.accuracies, b.accuracies)
+
+
+def test_grouping_networks_trains_the_same_networks():
+    """K networks vmapped together, in groups, or one at a time: each network depends only on its key."""
+    x, y = toy_images(3, 6, (8, 8, 1))
+    module = get_model("ConvNet", 3, width=8, depth=2)
+    keys = jax.random.split(jax.random.key(5), 3)
+    proto = TrainProtocol(epochs=3, batch_size=8, augment="flip_crop")
+    together = train_many(keys, module, x, y, proto, group=3)
+    chex.assert_trees_all_close(train_many(keys, module, x, y, proto, group=1), together, atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(train_many(keys, module, x, y, proto, group=2), together, atol=1e-5, rtol=1e-5)
+    with pytest.raises(JaxddError, match="group"):
+        train_many(keys, module, x, y, proto, group=0)
 
 
 def test_evaluation_bad_inputs():
