@@ -256,6 +256,7 @@ def distill(key: PRNGKey, objective: Objective, param: Parameterization, pool: R
         log(row)
 
     start = int(state.step)
+    t_before = float(history[-1].get("time", 0.0)) if history else 0.0  # "time" is cumulative across resumes
     bar = tqdm(total=config.iterations, initial=start, disable=not config.progress, desc=objective.name,
                dynamic_ncols=True)
     try:
@@ -270,7 +271,7 @@ def distill(key: PRNGKey, objective: Objective, param: Parameterization, pool: R
                         raise JaxddError(
                             f"the {objective.name} loss became {vals['loss']} at step {done}: lower the learning "
                             f"rates (lr_img={config.lr_img}) or check the inputs; the last checkpoint is kept")
-                    log({"step": done, "time": time.perf_counter() - t0, **vals})
+                    log({"step": done, "time": t_before + time.perf_counter() - t0, **vals})
                     bar.set_postfix(loss=f"{vals['loss']:.4g}")
                 if config.eval_every and done % config.eval_every == 0 and done != config.iterations:
                     evaluate(done)

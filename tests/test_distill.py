@@ -40,6 +40,8 @@ def test_continue_from_checkpoint_equals_uninterrupted(tmp_path):
     np.testing.assert_array_equal(np.asarray(full.images), np.asarray(resumed.images))
     rows = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # no duplicated steps after resume
+    times = [r["time"] for r in rows]
+    assert times == sorted(times) and times[3] >= times[2]  # wall time accumulates across the resume
 
 
 def test_interrupt_saves_checkpoint(tmp_path):
