@@ -36,6 +36,8 @@ def load_config(name: str) -> dict:
     path = CONFIGS / f"{name}.py"
     if not path.exists():
         raise SystemExit(f"no config {name!r}; available: {', '.join(list_configs())}")
+    if str(CONFIGS) not in sys.path:  # configs import their shared settings: from _mim_common import cell
+        sys.path.insert(0, str(CONFIGS))
     spec = importlib.util.spec_from_file_location(f"jaxdd_config_{name}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

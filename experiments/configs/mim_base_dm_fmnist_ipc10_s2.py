@@ -6,10 +6,6 @@ Command: python experiments/run.py mim_base_dm_fmnist_ipc10_s2
 Runtime: the measured seconds_distill / seconds_eval are in experiments/results/mim_base_dm_fmnist_ipc10_s2.json.
 Settings: experiments/configs/_mim_common.py (100 iterations, 16 real/class, NCE on 8 real/class; eval 3 x 300 ep DSA).
 """
-import importlib.util
-from pathlib import Path
+from _mim_common import cell
 
-_spec = importlib.util.spec_from_file_location("_mim_common", Path(__file__).with_name("_mim_common.py"))
-_common = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_common)
-CONFIG = _common.cell("dm", 10, seed=2)
+CONFIG = cell("dm", 10, seed=2)
