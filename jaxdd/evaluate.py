@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdd.data import check_images, sample_per_class, class_index
-from jaxdd.models import get_model
+from jaxdd.models import get_model, with_conv_impl
 from jaxdd.train import TrainProtocol, accuracy, predict_many, train_many
 from jaxdd.types import JaxddError, PRNGKey
 
@@ -80,12 +80,8 @@ def eval_module(model: str, num_classes: int, model_kwargs: dict | None = None, 
     experiments/results/bench_dm.md). ``model_kwargs`` naming a ``conv_impl`` wins; accelerators keep the library
     convolution. Test predictions always use the library convolution (faster for a forward pass alone)."""
     kw = dict(model_kwargs or {})
-    if jax.default_backend() == "cpu" and channels == 1 and "conv_impl" not in kw:
-        try:
-            return get_model(model, num_classes, conv_impl="patches", **kw)
-        except TypeError:  # a model without conv_impl (MLP, ResNet)
-            pass
-    return get_model(model, num_classes, **kw)
+    cpu_1ch = jax.default_backend() == "cpu" and channels == 1 and "conv_impl" not in kw
+    return with_conv_impl(get_model(model, num_classes, **kw), "patches" if cpu_1ch else None)
 
 
 def random_subset(key: PRNGKey, images: jax.Array, labels: jax.Array, num_classes: int, ipc: int):

@@ -78,3 +78,13 @@ def test_unknown_model_error():
     with pytest.raises(JaxddError, match="available models"):
         get_model("ConvNet9000", 10)
     assert "ConvNet" in available_models()
+
+
+def test_with_conv_impl_switches_only_models_that_have_it():
+    from jaxdd.models import with_conv_impl
+
+    assert with_conv_impl(get_model("ConvNet", 10), "patches").conv_impl == "patches"
+    assert with_conv_impl(get_model("ResNet18", 10), "patches").conv_impl == "patches"
+    assert with_conv_impl(get_model("ConvNet", 10, conv_impl="patches"), "").conv_impl == "patches"
+    mlp = get_model("MLP", 10)
+    assert with_conv_impl(mlp, "patches") is mlp

@@ -61,6 +61,14 @@ def get_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
     return _REGISTRY[name](num_classes, **overrides)
 
 
+def with_conv_impl(module: nn.Module, conv_impl: str | None) -> nn.Module:
+    """``module`` with convolutions computed by ``conv_impl`` ("xla" or "patches") where its architecture has the
+    setting (the ConvNet family, ResNets); other modules (MLP) and a falsy ``conv_impl`` return it unchanged."""
+    if conv_impl and hasattr(module, "conv_impl"):
+        return module.clone(conv_impl=conv_impl)
+    return module
+
+
 def has_batch_stats(variables: PyTree) -> bool:
     return "batch_stats" in variables
 
@@ -91,5 +99,5 @@ def apply_model(module: nn.Module, variables: PyTree, x: jax.Array, *, train: bo
 
 __all__ = [
     "ConvNet", "MLP", "ModelOutput", "apply_model", "available_models", "conv3x3_patches", "get_model",
-    "has_batch_stats", "init_model", "register_model",
+    "has_batch_stats", "init_model", "register_model", "with_conv_impl",
 ]

@@ -226,7 +226,7 @@ def dsa(module, num_classes, image_shape, strategy: str = aug.DSA_DEFAULT, **kw)
 
 
 def _build(ctx, with_dsa: bool):
-    from jaxdd.models import get_model
+    from jaxdd.models import get_model, with_conv_impl
 
     o = ctx.options
     outer, inner = o["outer_loop"], o["inner_loop"]
@@ -234,16 +234,8 @@ def _build(ctx, with_dsa: bool):
         po, pi = paper_loops(ctx.ipc)
         outer = po if outer <= 0 else outer
         inner = pi if inner < 0 else inner
-    kw_model = dict(ctx.model_kwargs)
-    if o["conv_impl"]:
-        kw_model["conv_impl"] = o["conv_impl"]
-    try:
-        module = get_model(ctx.model, ctx.num_classes, **kw_model)
-        inner_module = module
-        if o["inner_conv_impl"]:
-            inner_module = get_model(ctx.model, ctx.num_classes, **{**kw_model, "conv_impl": o["inner_conv_impl"]})
-    except TypeError:  # a model without conv_impl (e.g. MLP)
-        module = inner_module = get_model(ctx.model, ctx.num_classes, **ctx.model_kwargs)
+    module = with_conv_impl(get_model(ctx.model, ctx.num_classes, **ctx.model_kwargs), o["conv_impl"])
+    inner_module = with_conv_impl(module, o["inner_conv_impl"])
     kw = dict(outer_loop=outer, inner_loop=inner, distance=o["distance"], real_per_class=o["real_per_class"],
               net_lr=o["net_lr"], class_batch=o["class_batch"], inner_module=inner_module)
     if with_dsa:

@@ -98,16 +98,10 @@ def bptt(module: nn.Module, num_classes: int, image_shape: tuple[int, int, int],
 
 
 def _build(ctx):
-    from jaxdd.models import get_model
+    from jaxdd.models import get_model, with_conv_impl
 
     o = ctx.options
-    kw = dict(ctx.model_kwargs)
-    if o["conv_impl"]:
-        kw["conv_impl"] = o["conv_impl"]
-    try:
-        module = get_model(ctx.model, ctx.num_classes, **kw)
-    except TypeError:  # a model without conv_impl (e.g. MLP)
-        module = get_model(ctx.model, ctx.num_classes, **ctx.model_kwargs)
+    module = with_conv_impl(get_model(ctx.model, ctx.num_classes, **ctx.model_kwargs), o["conv_impl"])
     return bptt(module, ctx.num_classes, ctx.image_shape, ctx.ipc, steps=o["steps"], epochs=o["epochs"],
                 real_per_class=o["real_per_class"], memory=o["memory"], remat_every=o["remat_every"],
                 nets=o["nets"], init_lr=o["init_lr"])

@@ -236,12 +236,9 @@ def mtt(module, num_classes: int, buffer, *, syn_steps: int = 20, expert_epochs:
 
 def student_module(model: str, num_classes: int, model_kwargs: dict, conv_impl: str):
     """The student network: ``model`` with ``conv_impl`` where the architecture has convolutions."""
-    from jaxdd.models import get_model
+    from jaxdd.models import get_model, with_conv_impl
 
-    try:
-        return get_model(model, num_classes, **{**model_kwargs, "conv_impl": conv_impl})
-    except TypeError:
-        return get_model(model, num_classes, **model_kwargs)
+    return with_conv_impl(get_model(model, num_classes, **model_kwargs), conv_impl)
 
 
 def check_buffer_matches(buffer, ctx) -> None:
