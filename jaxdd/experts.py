@@ -43,6 +43,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from jaxdd import augment as aug
+from jaxdd.train import epoch_plan, make_train_step
 from jaxdd.types import JaxddError, PRNGKey, PyTree
 
 FORMAT_VERSION = 1
@@ -228,8 +229,6 @@ def _make_group_step(module, lr: float, augment):
 
 
 def _build_group_step(module, tx, augment):
-    from jaxdd.train import make_train_step
-
     step = jax.vmap(make_train_step(module, tx, augment))
 
     @jax.jit
@@ -346,12 +345,10 @@ def train_experts(key: PRNGKey, x: np.ndarray, y: np.ndarray, out_dir: str | os.
         if bar is not None:
             bar.update(g * done_epochs)
         for epoch in range(done_epochs + 1, e_total + 1):
-            ek = jax.vmap(lambda k: jax.random.fold_in(k, epoch))(k_run)
-            perms = jax.vmap(lambda k: jax.random.permutation(k, n))(ek)
+            perms, sks = epoch_plan(k_run, epoch, n, steps_per_epoch)
             for s in range(steps_per_epoch):
                 idx = perms[:, s * bs:(s + 1) * bs]
-                sk = jax.vmap(lambda k: jax.random.fold_in(k, s + 1))(ek)
-                variables, opt_state, _ = step(variables, opt_state, pool_x, pool_y, idx, sk)
+                variables, opt_state, _ = step(variables, opt_state, pool_x, pool_y, idx, sks[s])
             snaps[:, epoch] = np.asarray(ravel_many(variables["params"]))
             if not np.all(np.isfinite(snaps[:, epoch])):
                 raise JaxddError(f"experts {ids} diverged at epoch {epoch}: lower the expert lr ({protocol.lr})")

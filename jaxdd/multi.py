@@ -48,7 +48,7 @@ from jaxdd.distill import (DistillConfig, DistillState, RealPool, _Interrupt, _r
 from jaxdd.models import apply_model, get_model, init_model
 from jaxdd.objectives.base import Objective
 from jaxdd.synthetic.base import Parameterization
-from jaxdd.train import TrainProtocol, accuracy, make_train_step, sgd
+from jaxdd.train import TrainProtocol, accuracy, epoch_plan, make_train_step, sgd
 from jaxdd.types import JaxddError, PyTree
 
 EXP_DIR = "exp_{:03d}"
@@ -332,12 +332,6 @@ def _eval_fns(module, protocol: TrainProtocol, image_shape):
             yb = jax.vmap(lambda y, i: y[i])(ys, idx)
             return jax.vmap(step1)(variables, opt_state, xb, yb, keys)[:2]
 
-        def plan(k_run, epoch, n, spe):
-            ek = jax.vmap(lambda k: jax.random.fold_in(k, epoch))(k_run)
-            perms = jax.vmap(lambda k: jax.random.permutation(k, n))(ek)
-            sks = jnp.stack([jax.vmap(lambda k: jax.random.fold_in(k, s + 1))(ek) for s in range(spe)])
-            return perms, sks
-
         def reinit(params, lr):
             return jax.vmap(lambda p: _set_lr(tx.init(p), lr))(params)
 
@@ -345,7 +339,7 @@ def _eval_fns(module, protocol: TrainProtocol, image_shape):
             return jax.vmap(lambda v: apply_model(module, v, x, train=False).logits)(variables)
 
         _EVAL_FNS[ck] = (jax.jit(jax.vmap(init, in_axes=(0, None))), jax.jit(step),
-                         jax.jit(plan, static_argnums=(2, 3)), jax.jit(reinit), jax.jit(predict))
+                         epoch_plan, jax.jit(reinit), jax.jit(predict))
     return _EVAL_FNS[ck]
 
 

@@ -15,6 +15,7 @@ Two kinds of loop live here, because XLA:CPU runs a convolution's weight gradien
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -136,6 +137,17 @@ def _compiled(module: nn.Module, protocol: TrainProtocol, image_shape, many: boo
     return _CACHE[cache_key]
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def epoch_plan(k_run: jax.Array, epoch, n: int, steps_per_epoch: int) -> tuple[jax.Array, jax.Array]:
+    """The shuffles and step keys of one epoch for K networks, in one compiled call: (perms (K, n), step keys
+    (steps_per_epoch, K)); network i's epoch key is fold_in(k_run[i], epoch), step s's key fold_in(that, s + 1).
+    (Built eagerly, these vmaps cost tens of ms per epoch: as much as a small network's training step.)"""
+    ek = jax.vmap(lambda k: jax.random.fold_in(k, epoch))(k_run)
+    perms = jax.vmap(lambda k: jax.random.permutation(k, n))(ek)
+    sks = jnp.stack([jax.vmap(lambda k: jax.random.fold_in(k, s + 1))(ek) for s in range(steps_per_epoch)])
+    return perms, sks
+
+
 def default_group(num_networks: int) -> int:
     """How many networks ``train_many`` trains in one vmapped program by default: all of them on GPU/TPU; one at
     a time on CPU, where vmapping a convolution over per-network weights turns it into a grouped convolution that
@@ -174,12 +186,10 @@ def train_many(keys: jax.Array, module: nn.Module, x: jax.Array, y: jax.Array, p
     bs = min(protocol.batch_size, n)
     steps_per_epoch = math.ceil(n / bs)
     for epoch in range(protocol.epochs + 1):
-        ek = jax.vmap(lambda k: jax.random.fold_in(k, epoch))(k_run)
-        perms = jax.vmap(lambda k: jax.random.permutation(k, n))(ek)
+        perms, sks = epoch_plan(k_run, epoch, n, steps_per_epoch)
         for s in range(steps_per_epoch):
             idx = perms[:, s * bs:(s + 1) * bs]
-            sk = jax.vmap(lambda k: jax.random.fold_in(k, s + 1))(ek)
-            variables, opt_state, _ = comp.step(variables, opt_state, x[idx], y[idx], sk)
+            variables, opt_state, _ = comp.step(variables, opt_state, x[idx], y[idx], sks[s])
         if epoch == protocol.decay_after_epoch:
             opt_state = jax.vmap(lambda p: _set_lr(comp.tx.init(p), protocol.lr * 0.1))(variables["params"])
         if progress is not None:

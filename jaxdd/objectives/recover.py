@@ -348,27 +348,59 @@ def mix_batch(x: jax.Array, key: PRNGKey, mixup: float, cutmix: float) -> jax.Ar
 
 def relabel_evaluate(key: PRNGKey, images, teacher, test_images, test_labels, *, model: str = "ConvNet",
                      model_kwargs: dict | None = None, num_models: int = 3,
-                     protocol: RelabelProtocol = RelabelProtocol()) -> dict:
-    """Train ``num_models`` fresh ``model`` students (vmapped) on ``images`` with ``teacher``'s soft labels; returns
-    {"mean", "std", "accuracies", "model", "protocol"} of their test accuracies."""
-    from jaxdd.models import apply_model, get_model, init_model
-    from jaxdd.teacher import shift_flip
-    from jaxdd.train import predict_many
+                     protocol: RelabelProtocol = RelabelProtocol(), group: int | None = None) -> dict:
+    """Train ``num_models`` fresh ``model`` students on ``images`` with ``teacher``'s soft labels; returns
+    {"mean", "std", "accuracies", "model", "protocol"} of their test accuracies. ``group``: students per vmapped
+    program (default ``jaxdd.train.default_group``: all on GPU/TPU, one at a time on CPU); student i depends only
+    on its key."""
+    from jaxdd.models import get_model
+    from jaxdd.train import default_group, epoch_plan, predict_many
 
     x = jnp.asarray(images, jnp.float32)
     n = x.shape[0]
     module = get_model(model, int(teacher.meta["num_classes"]), **(model_kwargs or {}))
     bs = min(protocol.batch_size, n)
     steps_per_epoch = math.ceil(n / bs)
-    sched = optax.cosine_decay_schedule(protocol.lr, protocol.epochs * steps_per_epoch)
-    tx = optax.adamw(sched, weight_decay=protocol.weight_decay)
-    t_module, t_vars = teacher.module, teacher.variables
+    init, vstep = _relabel_fns(module, teacher.module, x.shape[1:], protocol, protocol.epochs * steps_per_epoch)
+    t_vars = teacher.variables
+    keys = jax.random.split(key, num_models)
+    group = default_group(num_models) if group is None else int(group)
+    if group < 1:
+        raise JaxddError(f"group must be >= 1, got {group}")
+    accs = []
+    for g in range(0, num_models, group):
+        k_init, k_run = jax.vmap(lambda k: jax.random.split(k))(keys[g:g + group]).transpose(1, 0)
+        variables, opt_state = init(k_init)
+        for epoch in range(protocol.epochs):
+            perms, sks = epoch_plan(k_run, epoch, n, steps_per_epoch)
+            for s in range(steps_per_epoch):
+                variables, opt_state = vstep(variables, opt_state, t_vars, x[perms[:, s * bs:(s + 1) * bs]], sks[s])
+        logits = predict_many(module, variables, jnp.asarray(test_images))
+        accs.append(np.asarray(jax.vmap(accuracy, in_axes=(0, None))(logits, jnp.asarray(test_labels))))
+    accs = np.concatenate(accs)
+    return {"mean": float(accs.mean()), "std": float(accs.std()), "accuracies": [float(a) for a in accs],
+            "model": model, "protocol": dataclasses.asdict(protocol)}
+
+
+_RELABEL_FNS: dict = {}
+
+
+def _relabel_fns(module, t_module, image_shape, protocol: RelabelProtocol, total_steps: int):
+    """jit-compiled (vmapped init, vmapped KD step) of relabel_evaluate, cached so repeated evaluations (seeds,
+    subsets of one size) do not retrace."""
+    from jaxdd.models import apply_model, init_model
+    from jaxdd.teacher import shift_flip
+
+    ck = (module, t_module, tuple(image_shape), protocol, total_steps)
+    if ck in _RELABEL_FNS:
+        return _RELABEL_FNS[ck]
+    tx = optax.adamw(optax.cosine_decay_schedule(protocol.lr, total_steps), weight_decay=protocol.weight_decay)
 
     def init(k):
-        v = init_model(module, k, x.shape[1:])
+        v = init_model(module, k, image_shape)
         return v, tx.init(v["params"])
 
-    def step(variables, opt_state, xb, k):
+    def step(variables, opt_state, t_vars, xb, k):
         k_aug, k_mix = jax.random.split(k)
         xb = shift_flip(xb, k_aug, protocol.shift, protocol.flip)
         xb = mix_batch(xb, k_mix, protocol.mixup, protocol.cutmix)
@@ -379,25 +411,13 @@ def relabel_evaluate(key: PRNGKey, images, teacher, test_images, test_labels, *,
             out = apply_model(module, {**rest, "params": params}, xb, train=True)
             return kd_loss(out.logits, t_logits, protocol.temperature, protocol.t2), out.variables
 
-        (loss, new_vars), g = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
+        (_, new_vars), g = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
         upd, opt_state = tx.update(g, opt_state, variables["params"])
-        return {**new_vars, "params": optax.apply_updates(variables["params"], upd)}, opt_state, loss
+        return {**new_vars, "params": optax.apply_updates(variables["params"], upd)}, opt_state
 
-    keys = jax.random.split(key, num_models)
-    k_init, k_run = jax.vmap(lambda k: jax.random.split(k))(keys).transpose(1, 0)
-    variables, opt_state = jax.jit(jax.vmap(init))(k_init)
-    vstep = jax.jit(jax.vmap(step, in_axes=(0, 0, 0, 0)))
-    for epoch in range(protocol.epochs):
-        ek = jax.vmap(lambda k: jax.random.fold_in(k, epoch))(k_run)
-        perms = jax.vmap(lambda k: jax.random.permutation(k, n))(ek)
-        for s in range(steps_per_epoch):
-            idx = perms[:, s * bs:(s + 1) * bs]
-            sk = jax.vmap(lambda k: jax.random.fold_in(k, s + 1))(ek)
-            variables, opt_state, _ = vstep(variables, opt_state, x[idx], sk)
-    logits = predict_many(module, variables, jnp.asarray(test_images))
-    accs = np.asarray(jax.vmap(accuracy, in_axes=(0, None))(logits, jnp.asarray(test_labels)))
-    return {"mean": float(accs.mean()), "std": float(accs.std()), "accuracies": [float(a) for a in accs],
-            "model": model, "protocol": dataclasses.asdict(protocol)}
+    fns = (jax.jit(jax.vmap(init)), jax.jit(jax.vmap(step, in_axes=(0, 0, None, 0, 0))))
+    _RELABEL_FNS[ck] = fns
+    return fns
 
 
 def diversity(module: nn.Module, variables: PyTree, images, labels, num_classes: int,
