@@ -10,7 +10,8 @@ IPC-10 synthesis; DWA evaluates ImageNet IPC 10 the same way) and IPC 50:
   - hard labels: the standard protocol (jaxdd.evaluate_synthetic: SGD 0.01, momentum 0.9, DSA) on the config's model;
   - soft labels: jaxdd.objectives.recover.relabel_evaluate (teacher KL at T, AdamW, cosine, shift/flip, MixUp);
   - diversity: mean within-class pairwise cosine distance of the teacher's embeddings.
-``--baseline`` adds a random real subset of the same size under both protocols. Results are written after every
+``--baseline`` adds a random real subset of the same size under both protocols. Each config's ``subsets`` sets
+the epochs and networks of every (IPC, protocol) cell. Results are written after every
 entry to experiments/results/sre2l_dwa_fmnist.json (a rerun skips finished entries).
 """
 from __future__ import annotations
@@ -104,9 +105,9 @@ def main(argv=None) -> int:
         for kind in ("soft", "hard"):
             for method in ("sre2l", "dwa"):
                 cfg, art, x, y = sets[(method, ipc)]
-                sub = cfg["subsets"][str(ipc)]
+                sub = cfg["subsets"][str(ipc)][kind]
                 epochs = 1 if args.tiny else sub["epochs"]
-                models = 1 if args.tiny else sub.get("models", cfg["eval"]["models"])
+                models = 1 if args.tiny else sub["models"]
                 key = jax.random.key(cfg["seed"])
                 name = f"{method}_ipc{ipc}_{kind}"
                 if not todo(name):
@@ -117,7 +118,6 @@ def main(argv=None) -> int:
                     res = evaluate_synthetic(key, x, y, x_test, test.labels, num_classes=k, model=cfg["model"],
                                              num_models=models, protocol=proto).to_dict()
                 else:
-                    models = 1 if args.tiny else sub.get("models", cfg["relabel"]["models"])
                     res = relabel_evaluate(key, x, teacher, x_test, test.labels, model=cfg["model"],
                                            num_models=models, protocol=RelabelProtocol(epochs=epochs))
                 record["entries"][name] = {**res, "seconds": time.perf_counter() - t0}
@@ -127,10 +127,8 @@ def main(argv=None) -> int:
     if args.baseline:
         cfg = load_config("sre2l_fmnist_ipc50")
         k = test.num_classes
-        for ipc_s, sub in cfg["subsets"].items():
+        for ipc_s, subs in cfg["subsets"].items():
             ipc = int(ipc_s)
-            epochs = 1 if args.tiny else sub["epochs"]
-            models = 1 if args.tiny else cfg["eval"]["models"]
             key = jax.random.key(cfg["seed"])
             x, y = random_subset(jax.random.fold_in(key, 1), x_train, train.labels, k, ipc)
             name = f"random_ipc{ipc}_diversity"
@@ -138,6 +136,7 @@ def main(argv=None) -> int:
                 record["entries"][name] = diversity(teacher.module, teacher.variables, x, y, k)
                 save()
             name = f"random_ipc{ipc}_hard"
+            epochs, models = (1, 1) if args.tiny else (subs["hard"]["epochs"], subs["hard"]["models"])
             if todo(name):
                 t0 = time.perf_counter()
                 res = evaluate_synthetic(key, x, y, x_test, test.labels, num_classes=k, model=cfg["model"],
@@ -147,6 +146,7 @@ def main(argv=None) -> int:
                 save()
                 print(name, res, flush=True)
             name = f"random_ipc{ipc}_soft"
+            epochs, models = (1, 1) if args.tiny else (subs["soft"]["epochs"], subs["soft"]["models"])
             if todo(name):
                 t0 = time.perf_counter()
                 res = relabel_evaluate(key, x, teacher, x_test, test.labels, model=cfg["model"], num_models=models,
