@@ -16,7 +16,8 @@ Every (strategy, syn_steps) point runs in a FRESH subprocess, which
      recording the seconds
      per meta-iteration and the process's peak resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``,
      which includes the Python/JAX baseline and the compiler; the baseline RSS before compiling is reported too).
-Long full-unroll runs are skipped on the 2-core CPU budget (say which in the output); their memory comes from (1).
+A point whose compiled program needs more than 90 % of the machine's RAM is not run (its note says so); its memory
+comes from (1).
 
 TESLA's detached approximation ("tesla") is compared with the exact gradient ("constant") on the same inputs at
 ``--tesla-steps`` with ``--tesla-images`` synthetic images (relative L2 error and cosine of the image gradient, and
@@ -84,7 +85,10 @@ def child(args) -> dict:
            "xla_temp_mib": ma.temp_size_in_bytes / 2**20, "xla_argument_mib": ma.argument_size_in_bytes / 2**20,
            "xla_output_mib": ma.output_size_in_bytes / 2**20}
     out["xla_total_mib"] = out["xla_temp_mib"] + out["xla_argument_mib"] + out["xla_output_mib"]
-    if args.run:
+    ram_mib = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    if args.run and out["xla_total_mib"] > 0.9 * ram_mib:
+        out["note"] = f"not run: needs {out['xla_total_mib'] / 1024:.1f} GiB, the machine has {ram_mib / 1024:.1f} GiB"
+    elif args.run:
         times = []  # the program is compiled ahead of time, so the first call is not a compile: no warm-up call
         for r in range(args.reps):
             t0 = time.perf_counter()
@@ -99,13 +103,36 @@ def child(args) -> dict:
     return out
 
 
+def markdown(result: dict) -> str:
+    """The results table (also written next to the JSON as .md)."""
+    lines = ["# MTT meta-gradient: memory and time against unrolled student steps", "",
+             f"Shape: {result['shape']}. Command: `{result['command']}`.", "",
+             *([result["machine"], ""] if "machine" in result else []),
+             "| memory | syn_steps | images | XLA temp+args+out (MiB) | peak RSS (MiB) | s / meta-step | compile s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['memory']} | {r['syn_steps']} | error | | | | |")
+            continue
+        rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "-"
+        sec = f"{r['seconds_per_meta_step']:.1f}" if "seconds_per_meta_step" in r else "- (" + r.get("note", "") + ")"
+        lines.append(f"| {r['memory']} | {r['syn_steps']} | {r['images']} | {r['xla_total_mib']:.0f} | {rss} | {sec} "
+                     f"| {r['compile_s']:.0f} |")
+    for c in result.get("tesla_vs_exact", []):
+        lines += ["", f"TESLA's detached approximation vs the exact gradient ({c['syn_steps']} steps, {c['images']} "
+                      f"images): image-gradient relative L2 error {c['image_grad_rel_err']:.3f}, cosine "
+                      f"{c['image_grad_cosine']:.4f}; lr gradient {c['lr_grad_tesla']:.4f} vs exact "
+                      f"{c['lr_grad_exact']:.4f}."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 80])
     p.add_argument("--memory", nargs="+", default=["constant", "remat", "full"])
     p.add_argument("--run-steps", type=int, nargs="*", default=[10],
                    help="syn_steps values that are also RUN (timed, peak RSS); the rest are compile-only")
-    p.add_argument("--run-full-steps", type=int, nargs="*", default=[10],
+    p.add_argument("--run-full-steps", type=int, nargs="*", default=[10, 20, 50, 80],
                    help="syn_steps values at which the full unroll is run (it is the slowest)")
     p.add_argument("--tesla-steps", type=int, nargs="*", default=[10],
                    help="syn_steps at which TESLA's approximation is compared with the exact gradient")
@@ -141,7 +168,7 @@ def main(argv=None) -> int:
         else:
             row = json.loads(line[0][7:])
             if not run:
-                row["note"] = "compile-only (not run: CPU budget)"
+                row["note"] = "compile-only (not in --run-steps / --run-full-steps)"
         row["wall_s"] = time.perf_counter() - t0
         print(json.dumps({k: v for k, v in row.items() if k != "times"}), flush=True)
         partial.append(row)  # written after every point, so an interrupted benchmark keeps what it measured
@@ -180,16 +207,9 @@ def main(argv=None) -> int:
             print(json.dumps(cmp_), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print("\n| memory | syn_steps | images | XLA temp+args+out (MiB) | peak RSS (MiB) | s / meta-step | compile s |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        if "error" in r:
-            print(f"| {r['memory']} | {r['syn_steps']} | error | | | |")
-            continue
-        rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "-"
-        sec = f"{r['seconds_per_meta_step']:.1f}" if "seconds_per_meta_step" in r else "-"
-        print(f"| {r['memory']} | {r['syn_steps']} | {r['images']} | {r['xla_total_mib']:.0f} | {rss} | {sec} "
-              f"| {r['compile_s']:.0f} |")
+    md = markdown(result)
+    Path(args.out).with_suffix(".md").write_text(md)
+    print(md)
     return 0
 
 
