@@ -13,14 +13,26 @@ import json
 import shutil
 from pathlib import Path
 
+from report import distill_seconds  # experiments/ is the script's directory, so on sys.path
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _pct(mean: float, std: float) -> str:
+    return f"{100 * mean:.2f} +- {100 * std:.2f}"
+
+
 def lowrank_table() -> str:
+    """One row per lowrank_* result, grouped by (method, IPC budget): pixels first, then by rank."""
     rows = ["| method | IPC budget | param | init | images/class | floats stored / budget | test acc (%) | "
             "random subset (%) | distill s | eval s |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for p in sorted(RESULTS.glob("lowrank_*.json")):
-        r = json.loads(p.read_text())
+    recs = [json.loads(p.read_text()) for p in RESULTS.glob("lowrank_*.json")]
+
+    def order(r):
+        c = r["config"]
+        return c["method"], c["ipc"], (c.get("param_options") or {}).get("rank") or 0, c.get("init") or ""
+
+    for r in sorted(recs, key=order):
         c = r["config"]
         param = c.get("param", "pixels")
         rank = (c.get("param_options") or {}).get("rank")
@@ -28,11 +40,11 @@ def lowrank_table() -> str:
         if param == "low_rank":
             init = "noise (paper)" if init == "noise" else "SVD (jaxdd)"
         base = r.get("random_subset")
+        rand = _pct(base["mean"], base["std"]) if base else ""
         rows.append(f"| {c['method'].upper()} | {c['ipc']} | {param}{f' r={rank}' if rank else ''} | {init} | "
                     f"{r['images_per_class']} | {r['floats_stored']} / {r['floats_budget']} | "
-                    f"{100 * r['accuracy_mean']:.2f} +- {100 * r['accuracy_std']:.2f} | "
-                    f"{'' if not base else f'{100 * base['mean']:.2f} +- {100 * base['std']:.2f}'} | "
-                    f"{r['seconds_distill']:.0f} | {r['seconds_eval']:.0f} |")
+                    f"{_pct(r['accuracy_mean'], r['accuracy_std'])} | {rand} | "
+                    f"{distill_seconds(r):.0f} | {r['seconds_eval']:.0f} |")
     return "\n".join(rows)
 
 

@@ -19,7 +19,7 @@ def _augments(method: str, ev: dict) -> bool:
     return bool(ev.get("augment"))
 
 
-def _distill_seconds(r: dict) -> float:
+def distill_seconds(r: dict) -> float:
     """A resumed run's seconds_distill counts only its last session; the driver logs "time" cumulatively."""
     return max(r["seconds_distill"], float((r.get("final_metrics") or {}).get("time", 0.0)))
 
@@ -41,7 +41,7 @@ def rows() -> list[dict]:
             "eval": f"{ev['models']} nets x {ev['epochs']} ep" + (", DSA" if _augments(c["method"], ev) else ""),
             "acc": f"{100 * r['accuracy_mean']:.1f} +- {100 * r['accuracy_std']:.1f}",
             "random": f"{100 * base['mean']:.1f} +- {100 * base['std']:.1f}" if base else "-",
-            "minutes": f"{(_distill_seconds(r) + r['seconds_eval']) / 60:.0f}",
+            "minutes": f"{(distill_seconds(r) + r['seconds_eval']) / 60:.0f}",
         })
     return out
 
