@@ -20,11 +20,11 @@ RESULTS = HERE / "results"
 
 
 def _cell(name: str):
-    m = re.match(r"mim_(base_dm|dm|abl_\w+?)_fmnist_ipc(\d+)(?:_s(\d+))?$", name)
+    m = re.match(r"mim_(base_dm|dm|base_dsa|dsa|abl_\w+?)_fmnist_ipc(\d+)(?:_s(\d+))?$", name)
     if not m:
         return None
     kind, ipc, seed = m.group(1), int(m.group(2)), int(m.group(3) or 0)
-    label = {"base_dm": "DM", "dm": "DM + MIM4DD"}.get(kind, kind)
+    label = {"base_dm": "DM", "dm": "DM + MIM4DD", "base_dsa": "DSA", "dsa": "DSA + MIM4DD"}.get(kind, kind)
     return label, ipc, seed
 
 
@@ -49,7 +49,8 @@ def collect(results=RESULTS):
 def table(rows) -> tuple[list[dict], str]:
     out, lines = [], ["| method | IPC | test acc. % (mean +- std over seeds) | seeds | per-seed |",
                       "|---|---|---|---|---|"]
-    order = sorted(rows, key=lambda k: (k[1], k[0] != "DM", k[0] != "DM + MIM4DD", k[0]))
+    rank = {"DM": 0, "DM + MIM4DD": 1, "DSA": 2, "DSA + MIM4DD": 3}
+    order = sorted(rows, key=lambda k: (k[1], rank.get(k[0], 4), k[0]))
     for label, ipc in order:
         rs = sorted(rows[(label, ipc)], key=lambda r: r["seed"])
         accs = np.array([r["acc"] for r in rs]) * 100
