@@ -26,6 +26,25 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
+def table(record: dict) -> str:
+    """The README table (markdown) of a results record: accuracy (mean +- std over networks) and diversity."""
+    e = record["entries"]
+
+    def acc(name):
+        r = e.get(name)
+        return f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f}" if r else "-"
+
+    lines = ["| method | IPC | hard labels (%) | soft labels, KD (%) | within-class diversity |", "|---|---|---|---|---|"]
+    for ipc in (10, 50):
+        for method, label in (("sre2l", "SRe2L"), ("dwa", "DWA"), ("random", "random real subset")):
+            div = e.get(f"{method}_ipc{ipc}_diversity")
+            if div or f"{method}_ipc{ipc}_hard" in e:
+                d = f"{div['mean']:.3f}" if div else "-"
+                lines.append(f"| {label} | {ipc} | {acc(f'{method}_ipc{ipc}_hard')} | {acc(f'{method}_ipc{ipc}_soft')} "
+                             f"| {d} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     import jax
     import jax.numpy as jnp
@@ -45,9 +64,13 @@ def main(argv=None) -> int:
     p.add_argument("--out-root", default="runs")
     p.add_argument("--results", default=str(HERE / "results" / "sre2l_dwa_fmnist.json"))
     p.add_argument("--only", default=None, help="comma-separated entry names to run (e.g. dwa_ipc10_soft)")
+    p.add_argument("--table", action="store_true", help="print the README table of --results and exit")
     args = p.parse_args(argv)
     results_path = Path(args.results)
     record = json.loads(results_path.read_text()) if results_path.exists() and not args.tiny else {"entries": {}}
+    if args.table:
+        print(table(record))
+        return 0
     only = set(args.only.split(",")) if args.only else None
 
     def save():
