@@ -36,7 +36,11 @@ def lowrank_table() -> str:
         c = r["config"]
         param = c.get("param", "pixels")
         rank = (c.get("param_options") or {}).get("rank")
-        init = c.get("init") or "method default"
+        if not c.get("init"):  # the method's default init (jaxdd.methods spec defaults)
+            from jaxdd.methods import get_method
+
+            c = {**c, "init": get_method(c["method"]).defaults.get("init", "real")}
+        init = c["init"]
         if param == "low_rank":
             init = "noise (paper)" if init == "noise" else "SVD (jaxdd)"
         base = r.get("random_subset")
