@@ -123,60 +123,45 @@ def main(argv=None) -> int:
                                                     sets[(method, ipc)][3], k)
                 save()
                 print(name, record["entries"][name]["mean"], flush=True)
+    def evaluate(name, kind, x, y, cfg, cell, augment):
+        """One accuracy entry of ``cfg["model"]`` students: ``kind`` "hard" (the standard protocol) or "soft" (teacher
+        KD), ``cell`` = the config's {"epochs", "models"} for it; skipped when already recorded."""
+        if not todo(name):
+            return
+        epochs, models = (1, 1) if args.tiny else (cell["epochs"], cell["models"])
+        key = jax.random.key(cfg["seed"])
+        t0 = time.perf_counter()
+        if kind == "hard":
+            res = evaluate_synthetic(key, x, y, x_test, test.labels, num_classes=test.num_classes,
+                                     model=cfg["model"], num_models=models,
+                                     protocol=default_protocol(augment, epochs=epochs)).to_dict()
+        else:
+            res = relabel_evaluate(key, x, teacher, x_test, test.labels, model=cfg["model"], num_models=models,
+                                   protocol=RelabelProtocol(epochs=epochs))
+        record["entries"][name] = {**res, "seconds": time.perf_counter() - t0}
+        save()
+        print(name, f"{100 * res['mean']:.2f} +- {100 * res['std']:.2f} ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+
     # evaluations: IPC 10 of both methods first, then IPC 50 (so a cut-short run still compares the methods)
     for ipc in sorted({i for _, i in sets}):
         for kind in ("soft", "hard"):
             for method in ("sre2l", "dwa"):
                 cfg, art, x, y = sets[(method, ipc)]
-                sub = cfg["subsets"][str(ipc)][kind]
-                epochs = 1 if args.tiny else sub["epochs"]
-                models = 1 if args.tiny else sub["models"]
-                key = jax.random.key(cfg["seed"])
-                name = f"{method}_ipc{ipc}_{kind}"
-                if not todo(name):
-                    continue
-                t0 = time.perf_counter()
-                if kind == "hard":
-                    proto = default_protocol(art.metadata.get("eval_augment"), epochs=epochs)
-                    res = evaluate_synthetic(key, x, y, x_test, test.labels, num_classes=k, model=cfg["model"],
-                                             num_models=models, protocol=proto).to_dict()
-                else:
-                    res = relabel_evaluate(key, x, teacher, x_test, test.labels, model=cfg["model"],
-                                           num_models=models, protocol=RelabelProtocol(epochs=epochs))
-                record["entries"][name] = {**res, "seconds": time.perf_counter() - t0}
-                save()
-                print(name, f"{100 * res['mean']:.2f} +- {100 * res['std']:.2f} ({time.perf_counter() - t0:.0f} s)",
-                      flush=True)
+                evaluate(f"{method}_ipc{ipc}_{kind}", kind, x, y, cfg, cfg["subsets"][str(ipc)][kind],
+                         art.metadata.get("eval_augment"))
     if args.baseline:
         cfg = load_config("sre2l_fmnist_ipc50")
         k = test.num_classes
         for ipc_s, subs in cfg["subsets"].items():
             ipc = int(ipc_s)
-            key = jax.random.key(cfg["seed"])
-            x, y = random_subset(jax.random.fold_in(key, 1), x_train, train.labels, k, ipc)
+            x, y = random_subset(jax.random.fold_in(jax.random.key(cfg["seed"]), 1), x_train, train.labels, k, ipc)
             name = f"random_ipc{ipc}_diversity"
             if todo(name):
                 record["entries"][name] = diversity(teacher.module, teacher.variables, x, y, k)
                 save()
-            name = f"random_ipc{ipc}_hard"
-            epochs, models = (1, 1) if args.tiny else (subs["hard"]["epochs"], subs["hard"]["models"])
-            if todo(name):
-                t0 = time.perf_counter()
-                res = evaluate_synthetic(key, x, y, x_test, test.labels, num_classes=k, model=cfg["model"],
-                                         num_models=models,
-                                         protocol=default_protocol(jaxdd.DSA_DEFAULT, epochs=epochs))
-                record["entries"][name] = {**res.to_dict(), "seconds": time.perf_counter() - t0}
-                save()
-                print(name, res, flush=True)
-            name = f"random_ipc{ipc}_soft"
-            epochs, models = (1, 1) if args.tiny else (subs["soft"]["epochs"], subs["soft"]["models"])
-            if todo(name):
-                t0 = time.perf_counter()
-                res = relabel_evaluate(key, x, teacher, x_test, test.labels, model=cfg["model"], num_models=models,
-                                       protocol=RelabelProtocol(epochs=epochs))
-                record["entries"][name] = {**res, "seconds": time.perf_counter() - t0}
-                save()
-                print(name, f"{100 * res['mean']:.2f} +- {100 * res['std']:.2f}", flush=True)
+            for kind in ("hard", "soft"):
+                evaluate(f"random_ipc{ipc}_{kind}", kind, x, y, cfg, subs[kind], jaxdd.DSA_DEFAULT)
     return 0
 
 

@@ -41,7 +41,7 @@ def test_continue_from_checkpoint_equals_uninterrupted(tmp_path):
     rows = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # no duplicated steps after resume
     times = [r["time"] for r in rows]
-    assert times == sorted(times) and times[3] >= times[2]  # wall time accumulates across the resume
+    assert times == sorted(times)  # wall time accumulates across the resume (a reset would drop at step 4)
 
 
 def test_interrupt_saves_checkpoint(tmp_path):
