@@ -62,7 +62,8 @@ def _timed(call, reps: int) -> tuple[float, float]:
     return first, (time.perf_counter() - t0) / reps
 
 
-def child_distill(method: str, shape, ipc: int, real_per_class: int, reps: int) -> dict:
+def child_distill(method: str, shape, ipc: int, real_per_class: int, reps: int, options: dict | None = None,
+                  model_kwargs: dict | None = None) -> dict:
     import jax
 
     from jaxdd.distill import DistillConfig, distill_step, init_state, make_pool
@@ -75,8 +76,9 @@ def child_distill(method: str, shape, ipc: int, real_per_class: int, reps: int) 
     labels = jax.numpy.repeat(jax.numpy.arange(classes, dtype=jax.numpy.int32), per_class)
     pool = make_pool(images, labels, classes)
     spec = get_method(method)
-    options = resolve_options(spec, {"real_per_class": real_per_class})
-    ctx = MethodContext(classes, shape, ipc, "ConvNet", {}, options, "random", pool, None, jax.random.key(0))
+    options = resolve_options(spec, {"real_per_class": real_per_class, **(options or {})})
+    ctx = MethodContext(classes, shape, ipc, "ConvNet", model_kwargs or {}, options, "random", pool, None,
+                        jax.random.key(0))
     objective = spec.build(ctx)
     param = pixels(ipc, "real")
     config = DistillConfig(iterations=1, progress=False, lr_img=spec.defaults["lr_img"])
@@ -205,7 +207,7 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=["dm", "dc", "dsa"], choices=["dm", "dc", "dsa"],
                    help="distillation steps to time (DC and DSA on the Fashion-MNIST shape only)")
     p.add_argument("--real-per-class", type=int, default=256)
-    p.add_argument("--eval-impls", nargs="+", default=["xla", "patches"], choices=["xla", "patches"])
+    p.add_argument("--eval-impls", nargs="+", default=["xla", "patches"], choices=["xla", "patches", "vjp"])
     p.add_argument("--k", type=int, default=4, help="networks trained together in the evaluation rows")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--test-images", type=int, default=2000)

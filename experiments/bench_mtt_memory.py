@@ -54,7 +54,7 @@ def child(args) -> dict:
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     k, n, shape = 10, args.images, (28, 28, 1)
-    module = get_model("ConvNet", k, conv_impl="patches")
+    module = get_model("ConvNet", k, conv_impl=args.conv_impl)
     variables = init_model(module, jax.random.key(0), shape)
     theta0, unravel = ravel_pytree(variables["params"])
     target = theta0 + 0.01 * jax.random.normal(jax.random.key(1), theta0.shape)
@@ -140,6 +140,8 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=100)
     p.add_argument("--batch-syn", type=int, default=100)
     p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--conv-impl", default="patches", choices=["patches", "vjp", "xla"],
+                   help="the student's convolutions (jaxdd.models.convnet)")
     p.add_argument("--out", default=str(HERE / "results" / "bench_mtt_memory.json"))
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--run", action="store_true", help=argparse.SUPPRESS)
@@ -155,7 +157,8 @@ def main(argv=None) -> int:
 
     def spawn(mem, steps, images, batch, run, save=None):
         cmd = [sys.executable, __file__, "--child", "--steps", str(steps), "--memory", mem, "--images", str(images),
-               "--batch-syn", str(batch), "--reps", str(args.reps)]
+               "--batch-syn", str(batch), "--reps", str(args.reps),
+               "--conv-impl", args.conv_impl]
         if run:
             cmd.append("--run")
         if save:
@@ -183,7 +186,8 @@ def main(argv=None) -> int:
         for steps in args.steps:
             run = steps in args.run_steps and (mem != "full" or steps in args.run_full_steps)
             rows.append(spawn(mem, steps, args.images, args.batch_syn, run))
-    result = {"shape": f"{args.images} x 28x28x1 synthetic, ConvNet-3 w128 (patches), batch_syn {args.batch_syn}, "
+    result = {"shape": f"{args.images} x 28x28x1 synthetic, ConvNet-3 w128 ({args.conv_impl}), "
+                       f"batch_syn {args.batch_syn}, "
                        "DSA", "rows": rows,
               "command": " ".join(["python", "experiments/bench_mtt_memory.py", *(argv or sys.argv[1:])]),
               "tesla_vs_exact": []}

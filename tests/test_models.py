@@ -5,24 +5,51 @@ import numpy as np
 import pytest
 
 from jaxdd.models import apply_model, available_models, get_model, init_model
-from jaxdd.models.convnet import conv3x3_patches
+from jaxdd.models.convnet import conv3x3_patches, conv3x3_vjp
 from jaxdd.types import JaxddError
+
+
+def _lax_conv(x, k, pad):
+    return jax.lax.conv_general_dilated(x, k, (1, 1), ((pad, pad), (pad, pad)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def test_patches_conv_equals_xla_conv():
     x = jax.random.normal(jax.random.key(0), (2, 9, 7, 3))
     k = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))
     for pad in (1, 3):
-        ref = jax.lax.conv_general_dilated(x, k, (1, 1), ((pad, pad), (pad, pad)),
-                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        np.testing.assert_allclose(conv3x3_patches(x, k, pad), ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(conv3x3_patches(x, k, pad), _lax_conv(x, k, pad), rtol=1e-5, atol=1e-5)
 
 
-def test_convnet_impls_same_function_and_gradients():
+@pytest.mark.parametrize("pad", [0, 1, 2, 3])
+def test_vjp_conv_equals_lax_conv_to_second_order_and_in_scan(pad):
+    x = jax.random.normal(jax.random.key(0), (2, 9, 7, 3))
+    k = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+
+    def f(conv, x, k):
+        return jnp.sum(jnp.sin(conv(x, k, pad)) ** 2)
+
+    def sq_grad(conv, x, k):  # d/d(x, k) of |d f / d(x, k)|^2: the DC/DSA and meta-gradient pattern
+        return sum(jnp.sum(g ** 2) for g in jax.grad(f, (1, 2))(conv, x, k))
+
+    def scanned(conv, x, k):  # three SGD steps on k inside lax.scan, then a loss of x: differentiated in x
+        k = jax.lax.scan(lambda q, _: (q - 0.01 * jax.grad(f, 2)(conv, x, q), None), k, None, length=3)[0]
+        return f(conv, x, k)
+
+    chex.assert_trees_all_close(conv3x3_vjp(x, k, pad), _lax_conv(x, k, pad), rtol=1e-5, atol=1e-5)
+    for fn in (f, sq_grad, scanned):
+        got = jax.grad(fn, (1, 2))(conv3x3_vjp, x, k)
+        want = jax.grad(fn, (1, 2))(_lax_conv, x, k)
+        assert all(float(jnp.abs(w).max()) > 1e-3 for w in want)  # a vanishing gradient would compare trivially
+        chex.assert_trees_all_close(got, want, rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("impl", ["patches", "vjp"])
+def test_convnet_impls_same_function_and_gradients(impl):
     x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
     y = jnp.array([0, 1, 2, 3])
     a = get_model("ConvNet", 10, width=16)
-    b = get_model("ConvNet", 10, width=16, conv_impl="patches")
+    b = get_model("ConvNet", 10, width=16, conv_impl=impl)
     v = init_model(a, jax.random.key(1), (28, 28, 1))
 
     def loss(m, p, x):
@@ -33,6 +60,22 @@ def test_convnet_impls_same_function_and_gradients():
     ga = jax.grad(loss, argnums=(1, 2))(a, v["params"], x)
     gb = jax.grad(loss, argnums=(1, 2))(b, v["params"], x)
     chex.assert_trees_all_close(ga, gb, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["patches", "vjp"])
+def test_resnet_impls_same_function_and_gradients(impl):
+    # strided 3x3 and 1x1 shortcut convolutions included (stage 2 has stride 2 and a width change)
+    kw = {"blocks": (1, 1), "widths": (4, 8), "strides": (1, 2), "norm": "instancenorm"}
+    a, b = get_model("ResNet18", 5, **kw), get_model("ResNet18", 5, conv_impl=impl, **kw)
+    x = jax.random.normal(jax.random.key(0), (3, 8, 8, 3))
+    v = init_model(a, jax.random.key(1), (8, 8, 3))
+
+    def loss(m, p, x):
+        return jnp.sum(jax.nn.log_softmax(apply_model(m, {"params": p}, x).logits)[:, 0])
+
+    chex.assert_trees_all_close(apply_model(b, v, x).logits, apply_model(a, v, x).logits, rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(jax.grad(loss, (1, 2))(b, v["params"], x), jax.grad(loss, (1, 2))(a, v["params"], x),
+                                rtol=1e-3, atol=1e-5)
 
 
 def test_convnet_shapes_and_28px_padding_rule():
