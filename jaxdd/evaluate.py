@@ -75,13 +75,14 @@ def evaluate_synthetic(key: PRNGKey, images: jax.Array, labels: jax.Array, test_
 
 def eval_module(model: str, num_classes: int, model_kwargs: dict | None = None, channels: int = 3):
     """The network evaluation trains. On CPU with single-channel images (MNIST-like), ConvNet-family convolutions
-    default to ``conv_impl="patches"``: the same function (tested against ``lax.conv``) whose training step is
-    1.4x faster there, while on 3-channel 32x32 images ``lax.conv`` is 10 % faster (both measured in
-    experiments/results/bench_dm.md). ``model_kwargs`` naming a ``conv_impl`` wins; accelerators keep the library
-    convolution. Test predictions always use the library convolution (faster for a forward pass alone)."""
+    default to ``conv_impl="vjp"``: the same function (tested against ``lax.conv``) whose training step is 1.4x
+    faster there than ``lax.conv``'s and 8 % faster than ``"patches"`` (experiments/results/bench_dm.md,
+    bench_xla_cpu_vjp.md), while on 3-channel 32x32 images ``lax.conv`` was 10 % faster than patches (vjp not
+    measured there). ``model_kwargs`` naming a ``conv_impl`` wins; accelerators keep the library convolution. Test
+    predictions always use the library convolution (faster for a forward pass alone)."""
     kw = dict(model_kwargs or {})
     cpu_1ch = jax.default_backend() == "cpu" and channels == 1 and "conv_impl" not in kw
-    return with_conv_impl(get_model(model, num_classes, **kw), "patches" if cpu_1ch else None)
+    return with_conv_impl(get_model(model, num_classes, **kw), "vjp" if cpu_1ch else None)
 
 
 def random_subset(key: PRNGKey, images: jax.Array, labels: jax.Array, num_classes: int, ipc: int):

@@ -20,10 +20,12 @@ set or, after the ``outer_loop``-th round, replaces it with a fresh random netwo
 
 and ``aux["dc_round"]`` says which round a step was. The inner training (SGD, lr ``net_lr`` 0.01, no momentum, batch
 256, DSA non-Siamese for DSA) is a ``lax.scan`` inside the jitted step. The registered methods build the network
-with ``conv_impl="patches"`` by default (option ``conv_impl``): XLA:CPU runs a convolution weight gradient ~40x slower
+with ``conv_impl="vjp"`` by default (option ``conv_impl``): XLA:CPU runs a convolution weight gradient ~40x slower
 inside scan (jax-ml/jax#12868), and the per-class (vmapped) second-order gradients of the matching ran 6.3x faster
 with patches than with ``lax.conv`` (4.1 s vs 25.8 s for IPC 1, 8 real images/class, ConvNet-3 on 28x28, loaded
-2-core CPU); the two implementations are numerically equal and share the parameter tree.
+2-core CPU); "vjp" (``lax.conv`` forward, matmul and forward-convolution gradients) is 16 % faster again than
+patches on a DC IPC-10 iteration (experiments/results/bench_vs_reference*.md). The implementations are
+numerically equal and share the parameter tree.
 
 Batch-norm models: as in the reference, a train-mode forward of (up to) 16 real images per class sets the batch
 statistics, which are then frozen (eval mode) for the matching.
@@ -151,7 +153,7 @@ def gradient_matching(module: nn.Module, num_classes: int, image_shape: tuple[in
 
     module: the network whose gradients are matched (a fresh random instance every ``outer_loop`` steps).
     inner_module: the same network for the inner training (default: ``module``; on CPU pass the
-    ``conv_impl="patches"`` twin). class_batch: classes batched together for the real-side gradients (0 = all)."""
+    ``conv_impl="vjp"`` twin). class_batch: classes batched together for the real-side gradients (0 = all)."""
     if distance not in DISTANCES:
         raise JaxddError(f"distance must be one of {DISTANCES}, got {distance!r}")
     if outer_loop < 1 or inner_loop < 0:
@@ -254,8 +256,8 @@ def _options(with_dsa: bool):
         Option("distance", str, "ours", "gradient distance: ours (layer-wise rows), mse, cos", DISTANCES),
         Option("real_per_class", int, 256, "real images per class per step"),
         Option("net_lr", float, 0.01, "learning rate of the network's inner training (SGD, no momentum)"),
-        Option("conv_impl", str, "patches", "convolution implementation of the matched and inner-trained network "
-               "('' = the model's; patches is ~6x faster on XLA:CPU for the vmapped second-order gradients)"),
+        Option("conv_impl", str, "vjp", "convolution implementation of the matched and inner-trained network "
+               "('' = the model's; vjp and patches avoid XLA:CPU's slow (vmapped, scanned) convolution gradients)"),
         Option("inner_conv_impl", str, "", "conv_impl of the inner-trained twin only ('' = as conv_impl)"),
         Option("class_batch", int, 0, "classes batched together for the real gradients (0: all; bounds memory)"),
     )
