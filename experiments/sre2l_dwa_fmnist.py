@@ -99,11 +99,12 @@ def main(argv=None) -> int:
         summary = jaxdd.distill_dataset(method, cfg["dataset"], cfg["ipc"], out_dir=out_dir, seed=cfg["seed"],
                                         iterations=iters, model=cfg["model"], method_options=cfg["method_options"],
                                         progress=False)
-        record.setdefault("distill", {})[method] = {
-            "config": cfg_name, "iterations": iters, "seconds": time.perf_counter() - t0,
-            "final_metrics": summary["final_metrics"], "method_options": summary["method_options"],
-            "init": summary["parameterization"]["init"], "distill_config": summary["config"]}
-        save()
+        if method not in record.setdefault("distill", {}):  # a rerun resumes the finished run: keep the first record
+            record["distill"][method] = {
+                "config": cfg_name, "iterations": iters, "seconds": time.perf_counter() - t0,
+                "final_metrics": summary["final_metrics"], "method_options": summary["method_options"],
+                "init": summary["parameterization"]["init"], "distill_config": summary["config"]}
+            save()
         art = jaxdd.load_artifact(out_dir)
         if test is None:
             test = load(cfg["dataset"], "test")

@@ -177,8 +177,8 @@ def mtt(module, num_classes: int, buffer, *, syn_steps: int = 20, expert_epochs:
         batch_syn: int = 0, memory: str = "constant", remat_every: int = 1, strategy: str | None = aug.DSA_DEFAULT,
         lr_teacher: float = 0.01, lr_param: str = "raw", image_shape: tuple[int, int, int] | None = None
         ) -> Objective:
-    """The MTT objective. ``module``: the student network (use ``conv_impl="vjp"`` or ``"patches"`` on CPU); ``buffer``: an
-    ``jaxdd.experts.ExpertBuffer`` of experts of the same architecture. ``batch_syn`` 0 = the whole set per step."""
+    """The MTT objective. ``module``: the student network (use ``conv_impl="vjp"`` or ``"patches"`` on CPU);
+    ``buffer``: an ``jaxdd.experts.ExpertBuffer`` of experts of the same architecture. ``batch_syn`` 0 = the whole set per step."""
     from jax.flatten_util import ravel_pytree
 
     from jaxdd.experts import param_layout
