@@ -24,6 +24,8 @@ def _pct(mean: float, std: float) -> str:
 
 def lowrank_table() -> str:
     """One row per lowrank_* result, grouped by (method, IPC budget): pixels first, then by rank."""
+    from jaxdd.methods import get_method
+
     rows = ["| method | IPC budget | param | init | images/class | floats stored / budget | test acc (%) | "
             "random subset (%) | distill s | eval s |", "|---|---|---|---|---|---|---|---|---|---|"]
     recs = [json.loads(p.read_text()) for p in RESULTS.glob("lowrank_*.json")]
@@ -36,11 +38,7 @@ def lowrank_table() -> str:
         c = r["config"]
         param = c.get("param", "pixels")
         rank = (c.get("param_options") or {}).get("rank")
-        if not c.get("init"):  # the method's default init (jaxdd.methods spec defaults)
-            from jaxdd.methods import get_method
-
-            c = {**c, "init": get_method(c["method"]).defaults.get("init", "real")}
-        init = c["init"]
+        init = c.get("init") or get_method(c["method"]).defaults.get("init", "real")  # the method's default
         if param == "low_rank":
             init = "noise (paper)" if init == "noise" else "SVD (jaxdd)"
         base = r.get("random_subset")

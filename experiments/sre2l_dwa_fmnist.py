@@ -124,6 +124,7 @@ def main(argv=None) -> int:
                                                     sets[(method, ipc)][3], k)
                 save()
                 print(name, record["entries"][name]["mean"], flush=True)
+
     def evaluate(name, kind, x, y, cfg, cell, augment):
         """One accuracy entry of ``cfg["model"]`` students: ``kind`` "hard" (the standard protocol) or "soft" (teacher
         KD), ``cell`` = the config's {"epochs", "models"} for it; skipped when already recorded."""

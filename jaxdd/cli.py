@@ -50,19 +50,19 @@ def _add_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, default=0, help="validation evaluation cadence (0: off)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint cadence in steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    seen: dict = {}
-    group = p.add_argument_group("method options (apply to the methods that define them)")
+    owners: dict = {}  # option name -> [(method, Option)]: methods may share an option with different choices
     for spec in _METHODS.values():
         for opt in spec.options:
-            if opt.name in seen:
-                continue
-            seen[opt.name] = spec.name
-            kw = {"type": opt.type, "default": None, "help": f"[{spec.name}] {opt.help} (default {opt.default})"}
-            if opt.type is bool:
-                kw = {"type": lambda s: s.lower() in ("1", "true", "yes"), "default": None, "help": kw["help"]}
-            if opt.choices:
-                kw["choices"] = opt.choices
-            group.add_argument(_flag(opt.name), dest=f"opt_{opt.name}", **kw)
+            owners.setdefault(opt.name, []).append((spec.name, opt))
+    group = p.add_argument_group("method options (apply to the methods that define them)")
+    for name, defs in owners.items():
+        method, opt = defs[0]
+        kw = {"type": opt.type, "default": None, "help": f"[{method}] {opt.help} (default {opt.default})"}
+        if opt.type is bool:
+            kw = {"type": lambda s: s.lower() in ("1", "true", "yes"), "default": None, "help": kw["help"]}
+        if all(o.choices for _, o in defs):  # the union; each method checks its own (jaxdd.methods.resolve_options)
+            kw["choices"] = tuple(dict.fromkeys(c for _, o in defs for c in o.choices))
+        group.add_argument(_flag(name), dest=f"opt_{name}", **kw)
 
 
 def _run_distill(args) -> int:

@@ -93,11 +93,15 @@ def get_method(name: str) -> MethodSpec:
 
 
 def resolve_options(spec: MethodSpec, given: dict) -> dict:
-    """The method's option values: ``given`` (None = not given) over the option defaults."""
+    """The method's option values: ``given`` (None = not given) over the option defaults, checked against each
+    option's ``choices``."""
     out = {}
     for opt in spec.options:
         v = given.get(opt.name)
         out[opt.name] = opt.default if v is None else v
+        if opt.choices and out[opt.name] not in opt.choices:
+            raise JaxddError(f"option {opt.name}={out[opt.name]!r} of method {spec.name!r} must be one of "
+                             f"{list(opt.choices)}")
     unknown = set(k for k, v in given.items() if v is not None) - {o.name for o in spec.options}
     if unknown:
         raise JaxddError(f"options {sorted(unknown)} do not apply to method {spec.name!r}; "

@@ -66,3 +66,18 @@ def test_experiment_configs_run_tiny(tmp_path):
     # run the cheapest config end to end in tiny mode (digits demo); others are covered by the contract suite
     rec = runner.run("dm_digits_demo", tiny=True, out_root=str(tmp_path))
     assert 0.0 <= rec["accuracy_mean"] <= 1.0
+
+
+def test_shared_option_choices_are_the_union_and_each_method_checks_its_own():
+    # --conv-impl is an option of dc/dsa (which accept '' = the model's own), bptt and mtt (which do not)
+    from jaxdd.cli import build_parser
+    from jaxdd.methods import get_method, resolve_options
+    from jaxdd.types import JaxddError
+
+    base = ["distill", "--method", "dc", "--dataset", "digits", "--ipc", "1", "--out", "r"]
+    assert build_parser().parse_args([*base, "--conv-impl", ""]).opt_conv_impl == ""
+    assert resolve_options(get_method("dc"), {"conv_impl": ""})["conv_impl"] == ""
+    with pytest.raises(JaxddError, match="conv_impl='' of method 'mtt' must be one of"):
+        resolve_options(get_method("mtt"), {"conv_impl": ""})
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--conv-impl", "bogus"])

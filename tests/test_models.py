@@ -131,3 +131,5 @@ def test_with_conv_impl_switches_only_models_that_have_it():
     assert with_conv_impl(get_model("ConvNet", 10, conv_impl="patches"), "").conv_impl == "patches"
     mlp = get_model("MLP", 10)
     assert with_conv_impl(mlp, "patches") is mlp
+    with pytest.raises(JaxddError, match="conv_impl must be one of"):
+        with_conv_impl(get_model("ConvNet", 10), "pathces")

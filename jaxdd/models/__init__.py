@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdd.models.convnet import MLP, ConvNet, conv3x3_patches
+from jaxdd.models.convnet import CONV_IMPLS, MLP, ConvNet, conv3x3_patches
 from jaxdd.types import JaxddError, PRNGKey, PyTree
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -62,8 +62,10 @@ def get_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
 
 
 def with_conv_impl(module: nn.Module, conv_impl: str | None) -> nn.Module:
-    """``module`` with convolutions computed by ``conv_impl`` ("xla" or "patches") where its architecture has the
+    """``module`` with convolutions computed by ``conv_impl`` (one of ``CONV_IMPLS``) where its architecture has the
     setting (the ConvNet family, ResNets); other modules (MLP) and a falsy ``conv_impl`` return it unchanged."""
+    if conv_impl and conv_impl not in CONV_IMPLS:
+        raise JaxddError(f"conv_impl must be one of {CONV_IMPLS} (or '' for the model's own), got {conv_impl!r}")
     if conv_impl and hasattr(module, "conv_impl"):
         return module.clone(conv_impl=conv_impl)
     return module
@@ -99,5 +101,5 @@ def apply_model(module: nn.Module, variables: PyTree, x: jax.Array, *, train: bo
 
 __all__ = [
     "ConvNet", "MLP", "ModelOutput", "apply_model", "available_models", "conv3x3_patches", "get_model",
-    "has_batch_stats", "init_model", "register_model", "with_conv_impl",
+    "CONV_IMPLS", "has_batch_stats", "init_model", "register_model", "with_conv_impl",
 ]

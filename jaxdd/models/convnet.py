@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 Array = jax.Array
+CONV_IMPLS = ("xla", "patches", "vjp")  # the ``conv_impl`` values of the ConvNet and ResNet families
 
 
 def torch_uniform_init(fan_in_axes: Sequence[int] | None = None):
@@ -71,11 +72,11 @@ def _lax_conv(x: Array, kernel: Array, padding: int) -> Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv3x3_vjp(x: Array, kernel: Array, padding: int) -> Array:
     """3x3 stride-1 convolution whose every pass runs as a forward convolution or a matmul (x: (n,h,w,c), kernel:
-    (3,3,c,o), any padding >= 0). The forward is ``lax.conv``; the input gradient is again this function, on the output
-    gradient with the kernel flipped and its channel axes swapped; the weight gradient is one matmul of the input's
-    3x3 patches with the output gradient. Gradients of gradients (DC/DSA matching, unrolled meta-gradients) recurse
-    through the same rules, so XLA's backward-convolution kernels never run: those are the slow ones on XLA:CPU,
-    ~40x slower still inside ``lax.scan`` (jax-ml/jax#12868)."""
+    (3,3,c,o), any padding >= 0). The forward is ``lax.conv``; the input gradient is again this function, on the
+    output gradient with the kernel flipped and its channel axes swapped; the weight gradient is one matmul of the
+    input's 3x3 patches with the output gradient. Gradients of gradients (DC/DSA matching, unrolled meta-gradients)
+    recurse through the same rules, so XLA's backward-convolution kernels never run: those are the slow ones on
+    XLA:CPU, ~40x slower still inside ``lax.scan`` (jax-ml/jax#12868)."""
     return _lax_conv(x, kernel, padding)
 
 
@@ -122,7 +123,7 @@ class Conv3x3(nn.Module):
         elif self.impl == "xla":
             y = _lax_conv(x, kernel, self.padding)
         else:
-            raise ValueError(f"conv_impl must be 'xla', 'patches' or 'vjp', got {self.impl!r}")
+            raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.impl!r}")
         return y + bias
 
 

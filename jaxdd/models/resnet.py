@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdd.models.convnet import Dense, InstanceNorm, conv3x3_patches, conv3x3_vjp, torch_uniform_init
+from jaxdd.models.convnet import CONV_IMPLS, Dense, InstanceNorm, conv3x3_patches, conv3x3_vjp, torch_uniform_init
 
 NORMS = ("batchnorm", "instancenorm")
 
@@ -49,7 +49,7 @@ class Conv(nn.Module):
             return jax.lax.conv_general_dilated(x, w, (s, s), ((pad, pad), (pad, pad)),
                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
         if self.impl not in ("patches", "vjp"):
-            raise ValueError(f"conv_impl must be 'xla', 'patches' or 'vjp', got {self.impl!r}")
+            raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.impl!r}")
         if self.kernel == 1:
             return x[:, ::s, ::s, :] @ w.reshape(c, self.features)
         if self.kernel != 3:

@@ -249,6 +249,7 @@ def _build(ctx, with_dsa: bool):
 
 def _options(with_dsa: bool):
     from jaxdd.methods import Option
+    from jaxdd.models import CONV_IMPLS
 
     opts = (
         Option("outer_loop", int, 0, "matching rounds per fresh network (0: the paper's value for the IPC)"),
@@ -257,8 +258,10 @@ def _options(with_dsa: bool):
         Option("real_per_class", int, 256, "real images per class per step"),
         Option("net_lr", float, 0.01, "learning rate of the network's inner training (SGD, no momentum)"),
         Option("conv_impl", str, "vjp", "convolution implementation of the matched and inner-trained network "
-               "('' = the model's; vjp and patches avoid XLA:CPU's slow (vmapped, scanned) convolution gradients)"),
-        Option("inner_conv_impl", str, "", "conv_impl of the inner-trained twin only ('' = as conv_impl)"),
+               "('' = the model's; vjp and patches avoid XLA:CPU's slow (vmapped, scanned) convolution gradients)",
+               ("",) + CONV_IMPLS),
+        Option("inner_conv_impl", str, "", "conv_impl of the inner-trained twin only ('' = as conv_impl)",
+               ("",) + CONV_IMPLS),
         Option("class_batch", int, 0, "classes batched together for the real gradients (0: all; bounds memory)"),
     )
     if with_dsa:

@@ -109,6 +109,7 @@ def _build(ctx):
 
 def _register():
     from jaxdd.methods import MethodSpec, Option, register_method
+    from jaxdd.models import CONV_IMPLS
 
     register_method(MethodSpec(
         name="bptt",
@@ -124,7 +125,7 @@ def _register():
             Option("nets", int, 1, "random initialisations per outer step (vmapped, losses averaged)"),
             Option("init_lr", float, 0.02, "initial learned inner learning rate (softplus-parameterised)"),
             Option("conv_impl", str, "vjp", "convolution implementation of the unrolled network ('' = the "
-                   "model's; vjp and patches are fast on XLA:CPU inside scan)"),
+                   "model's; vjp and patches are fast on XLA:CPU inside scan)", ("",) + CONV_IMPLS),
         ),
         help="BPTT performance matching, the original dataset distillation (Wang et al., 2018)",
         tiny=lambda ctx, tmp: {"epochs": 1, "real_per_class": 4},

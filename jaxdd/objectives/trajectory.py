@@ -178,7 +178,8 @@ def mtt(module, num_classes: int, buffer, *, syn_steps: int = 20, expert_epochs:
         lr_teacher: float = 0.01, lr_param: str = "raw", image_shape: tuple[int, int, int] | None = None
         ) -> Objective:
     """The MTT objective. ``module``: the student network (use ``conv_impl="vjp"`` or ``"patches"`` on CPU);
-    ``buffer``: an ``jaxdd.experts.ExpertBuffer`` of experts of the same architecture. ``batch_syn`` 0 = the whole set per step."""
+    ``buffer``: an ``jaxdd.experts.ExpertBuffer`` of experts of the same architecture. ``batch_syn`` 0 = the whole
+    set per step."""
     from jax.flatten_util import ravel_pytree
 
     from jaxdd.experts import param_layout
@@ -308,6 +309,7 @@ def _tiny(ctx, tmp: str) -> dict:
 
 def _register():
     from jaxdd.methods import MethodSpec, Option, register_method
+    from jaxdd.models import CONV_IMPLS
 
     spec_kwargs = dict(
         name="mtt",
@@ -327,7 +329,7 @@ def _register():
             Option("lr_param", str, "raw", "inner lr as is (raw, MTT) or softplus of the learnable (extension)",
                    choices=LR_PARAMS),
             Option("conv_impl", str, "vjp", "student convolutions: vjp or patches (fast inside scan on CPU) or xla",
-                   choices=("vjp", "patches", "xla")),
+                   choices=CONV_IMPLS),
             Option("dsa", str, aug.DSA_DEFAULT, "DSA strategy for matching ('' or none disables)"),
             Option("allow_partial_buffer", bool, False, "use the finished experts of an incomplete buffer"),
         ),
