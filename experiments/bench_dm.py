@@ -36,6 +36,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+from jaxdd.models.convnet import CONV_IMPLS  # noqa: E402
 SHAPES = {"fmnist": (28, 28, 1), "cifar": (32, 32, 3)}
 
 
@@ -110,10 +112,10 @@ def child_eval(shape, k: int, impl: str, n: int, reps: int, test_n: int) -> dict
     import jax.numpy as jnp
 
     from jaxdd.augment import DSA_DEFAULT
-    from jaxdd.models import get_model
+    from jaxdd.models import get_model, with_conv_impl
     from jaxdd.train import TrainProtocol, _compiled, predict_many
 
-    module = get_model("ConvNet", 10, conv_impl=impl)
+    module = with_conv_impl(get_model("ConvNet", 10), impl)
     protocol = TrainProtocol(epochs=300, augment=DSA_DEFAULT)
     x = jax.random.normal(jax.random.key(0), (n, *shape))
     y = jnp.arange(n, dtype=jnp.int32) % 10
@@ -204,10 +206,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     p.add_argument("--ipcs", nargs="+", type=int, default=[1, 10])
-    p.add_argument("--methods", nargs="+", default=["dm", "dc", "dsa"], choices=["dm", "dc", "dsa"],
+    p.add_argument("--methods", nargs="*", default=["dm", "dc", "dsa"], choices=["dm", "dc", "dsa"],
                    help="distillation steps to time (DC and DSA on the Fashion-MNIST shape only)")
     p.add_argument("--real-per-class", type=int, default=256)
-    p.add_argument("--eval-impls", nargs="+", default=["xla", "patches"], choices=["xla", "patches", "vjp"])
+    p.add_argument("--eval-impls", nargs="+", default=["xla", "patches"], choices=("auto",) + CONV_IMPLS)
     p.add_argument("--k", type=int, default=4, help="networks trained together in the evaluation rows")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--test-images", type=int, default=2000)

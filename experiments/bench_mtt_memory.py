@@ -39,6 +39,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+from jaxdd.models.convnet import CONV_IMPLS  # noqa: E402
 
 
 def child(args) -> dict:
@@ -49,12 +51,12 @@ def child(args) -> dict:
     from jax.flatten_util import ravel_pytree
 
     from jaxdd import augment as aug
-    from jaxdd.models import get_model, init_model
+    from jaxdd.models import get_model, init_model, with_conv_impl
     from jaxdd.objectives import trajectory as tr
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     k, n, shape = 10, args.images, (28, 28, 1)
-    module = get_model("ConvNet", k, conv_impl=args.conv_impl)
+    module = with_conv_impl(get_model("ConvNet", k), args.conv_impl)
     variables = init_model(module, jax.random.key(0), shape)
     theta0, unravel = ravel_pytree(variables["params"])
     target = theta0 + 0.01 * jax.random.normal(jax.random.key(1), theta0.shape)
@@ -140,7 +142,7 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=100)
     p.add_argument("--batch-syn", type=int, default=100)
     p.add_argument("--reps", type=int, default=1)
-    p.add_argument("--conv-impl", default="patches", choices=["patches", "vjp", "xla"],
+    p.add_argument("--conv-impl", default="patches", choices=("auto",) + CONV_IMPLS,
                    help="the student's convolutions (jaxdd.models.convnet)")
     p.add_argument("--out", default=str(HERE / "results" / "bench_mtt_memory.json"))
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

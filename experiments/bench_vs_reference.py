@@ -37,6 +37,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+from jaxdd.models.convnet import CONV_IMPLS  # noqa: E402
 SHAPE = (28, 28, 1)
 # the figures: (work, seconds, peak GiB or None)
 REFERENCE = {
@@ -56,11 +58,12 @@ def child(job: dict) -> dict:
 
     row, impl = job["row"], job["conv_impl"]
     if row == "dm":
-        out = bench_dm.child_distill("dm", SHAPE, 10, 256, job["reps"], model_kwargs={"conv_impl": impl})
+        out = bench_dm.child_distill("dm", SHAPE, 10, 256, job["reps"], {"conv_impl": impl, "class_batch": job["class_batch"]})
         seconds = out["seconds_per_iteration"]
     elif row == "dc":
         out = bench_dm.child_distill("dc", SHAPE, 10, 256, job["dc_rounds"],
-                                     {"outer_loop": 10, "inner_loop": 50, "conv_impl": impl})
+                                     {"outer_loop": 10, "inner_loop": 50, "conv_impl": impl,
+                                      "class_batch": job["class_batch"]})
         seconds = out["seconds_per_paper_iteration"]
     elif row.startswith("mtt"):
         ns = argparse.Namespace(steps=int(row[3:]), memory=job["mtt_memory"], images=100, batch_syn=100,
@@ -107,8 +110,10 @@ def markdown(res: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="+", default=list(REFERENCE), choices=list(REFERENCE))
-    p.add_argument("--conv-impl", default="vjp", choices=["vjp", "patches", "xla"],
-                   help="convolutions of every row's network (jaxdd.models.convnet)")
+    p.add_argument("--conv-impl", default="auto", choices=("auto",) + CONV_IMPLS,
+                   help="convolutions of every row's network (jaxdd.models.convnet; auto = the library's default)")
+    p.add_argument("--class-batch", type=int, default=-1,
+                   help="DM/DC option class_batch: classes per real-side pass (-1 = the default: 1 on CPU)")
     p.add_argument("--mtt-memory", default="constant", choices=["constant", "remat", "full"])
     p.add_argument("--reps", type=int, default=3, help="timed calls of the DM and MTT rows")
     p.add_argument("--dc-rounds", type=int, default=2, help="DC outer-loop rounds timed (of the iteration's 10)")
@@ -124,7 +129,8 @@ def main(argv=None) -> int:
     stem = Path(args.out)
     stem.parent.mkdir(parents=True, exist_ok=True)
     for row in args.rows:
-        job = {"row": row, "conv_impl": args.conv_impl, "mtt_memory": args.mtt_memory, "reps": args.reps,
+        job = {"row": row, "conv_impl": args.conv_impl, "class_batch": args.class_batch,
+               "mtt_memory": args.mtt_memory, "reps": args.reps,
                "dc_rounds": args.dc_rounds, "eval_epochs": args.eval_epochs}
         print("running", job, flush=True)
         proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], capture_output=True, text=True,

@@ -31,6 +31,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+from jaxdd.models.convnet import CONV_IMPLS  # noqa: E402
 
 FLAGSETS = {
     "default": "",
@@ -174,7 +176,7 @@ def _markdown(res: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--flagsets", nargs="+", default=list(FLAGSETS), choices=list(FLAGSETS))
-    p.add_argument("--impls", nargs="+", default=["xla", "patches"], choices=["xla", "patches", "vjp"])
+    p.add_argument("--impls", nargs="+", default=["xla", "patches"], choices=CONV_IMPLS)
     p.add_argument("--passes", nargs="+", default=list(PASSES), choices=list(PASSES))
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--steps", type=int, default=5, help="scan length of the scan_* passes")

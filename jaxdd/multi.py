@@ -402,7 +402,7 @@ def evaluate_many(keys: jax.Array, images: jax.Array, labels: jax.Array, test_im
         raise JaxddError(f"synthetic images {images.shape[2:]} but test images {np.shape(test_images)[1:]}")
     from jaxdd.evaluate import eval_module
 
-    module = eval_module(model, num_classes, model_kwargs, images.shape[-1])  # the network evaluate_synthetic trains
+    module = eval_module(model, num_classes, model_kwargs)  # the network evaluate_synthetic trains
     net_keys = jax.vmap(lambda k: jax.random.split(k, num_models))(keys).reshape(-1)  # (E*K,) experiment-major
     xs = jnp.repeat(images, num_models, axis=0)
     ys = jnp.repeat(labels, num_models, axis=0)

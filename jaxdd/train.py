@@ -10,7 +10,8 @@ Two kinds of loop live here, because XLA:CPU runs a convolution's weight gradien
   one after the other by default, see ``default_group``).
 - ``unroll_sgd`` (BPTT, MTT, anything differentiated through training): ``lax.scan`` over plain SGD steps, with
   the memory strategy a setting (``"full"`` or ``"remat"`` with ``jax.checkpoint`` every ``checkpoint_every``
-  steps). Use a model with ``conv_impl="vjp"`` (or ``"patches"``) there on CPU (see ``jaxdd.models.convnet``).
+  steps). Use a model with ``conv_impl="winograd"`` (or ``"vjp"``, ``"patches"``) there on CPU (see
+  ``jaxdd.models.convnet``).
 """
 from __future__ import annotations
 

@@ -44,3 +44,38 @@ def test_dm_matches_explicit_per_class_computation():
     expect = sum(float(jnp.sum((emb(x[4 * c:4 * c + 4]).mean(0) - emb(syn[2 * c:2 * c + 2]).mean(0)) ** 2))
                  for c in range(3))
     np.testing.assert_allclose(float(loss), expect, rtol=1e-4)
+
+
+def test_class_batch_same_embeddings_and_batchnorm_keeps_one_forward():
+    from jaxdd.models import init_model
+    from jaxdd.objectives import class_mean_embeddings
+
+    x, _, _ = _setup(None)
+    for model in ("ConvNet", "ConvNetBN"):
+        module = get_model(model, 3, width=8, depth=2)
+        v = init_model(module, jax.random.key(1), (8, 8, 1))
+        means = {cb: class_mean_embeddings(module, v, jnp.asarray(x), 3, cb) for cb in (0, 1, 2)}
+        assert means[0].shape[0] == 3
+        for cb in (1, 2):  # instance norm: the same numbers; batch norm: class_batch ignored (statistics over all)
+            np.testing.assert_allclose(means[cb], means[0], rtol=1e-5, atol=1e-6)
+    # batch norm over one class alone would differ: the test above would catch a per-class forward
+    module = get_model("ConvNetBN", 3, width=8, depth=2)
+    v = init_model(module, jax.random.key(1), (8, 8, 1))
+    alone = class_mean_embeddings(module, v, jnp.asarray(x)[:4], 1)
+    assert float(jnp.abs(alone[0] - class_mean_embeddings(module, v, jnp.asarray(x), 3)[0]).max()) > 1e-3
+
+
+def test_auto_defaults_resolve_per_backend(monkeypatch):
+    import pytest
+
+    from jaxdd.models import resolve_conv_impl, with_conv_impl
+    from jaxdd.objectives.base import auto_class_batch
+    from jaxdd.types import JaxddError
+
+    assert resolve_conv_impl("auto") == "winograd" and auto_class_batch(-1) == 1  # this suite runs on CPU
+    assert with_conv_impl(get_model("ConvNet", 3), "auto").conv_impl == "winograd"
+    assert resolve_conv_impl("vjp") == "vjp" and auto_class_batch(0) == 0 and auto_class_batch(3) == 3
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert resolve_conv_impl("auto") == "xla" and auto_class_batch(-1) == 0
+    with pytest.raises(JaxddError, match="class_batch must be"):
+        auto_class_batch(-2)

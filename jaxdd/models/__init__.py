@@ -61,11 +61,23 @@ def get_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
     return _REGISTRY[name](num_classes, **overrides)
 
 
+def resolve_conv_impl(conv_impl: str | None) -> str | None:
+    """``"auto"``: the fastest measured convolution for this backend: ``"winograd"`` on CPU (experiments/PROFILE.md:
+    every row of the issue-5 benchmark), the library convolution (``"xla"``: cuDNN, TPU) on accelerators. Any other
+    value is returned as it is."""
+    if conv_impl == "auto":
+        return "winograd" if jax.default_backend() == "cpu" else "xla"
+    return conv_impl
+
+
 def with_conv_impl(module: nn.Module, conv_impl: str | None) -> nn.Module:
-    """``module`` with convolutions computed by ``conv_impl`` (one of ``CONV_IMPLS``) where its architecture has the
-    setting (the ConvNet family, ResNets); other modules (MLP) and a falsy ``conv_impl`` return it unchanged."""
+    """``module`` with convolutions computed by ``conv_impl`` (one of ``CONV_IMPLS``, or ``"auto"``: see
+    ``resolve_conv_impl``) where its architecture has the setting (the ConvNet family, ResNets); other modules (MLP)
+    and a falsy ``conv_impl`` return it unchanged."""
+    conv_impl = resolve_conv_impl(conv_impl)
     if conv_impl and conv_impl not in CONV_IMPLS:
-        raise JaxddError(f"conv_impl must be one of {CONV_IMPLS} (or '' for the model's own), got {conv_impl!r}")
+        raise JaxddError(f"conv_impl must be one of {CONV_IMPLS}, 'auto' (or '' for the model's own), got "
+                         f"{conv_impl!r}")
     if conv_impl and hasattr(module, "conv_impl"):
         return module.clone(conv_impl=conv_impl)
     return module
@@ -101,5 +113,5 @@ def apply_model(module: nn.Module, variables: PyTree, x: jax.Array, *, train: bo
 
 __all__ = [
     "ConvNet", "MLP", "ModelOutput", "apply_model", "available_models", "conv3x3_patches", "get_model",
-    "CONV_IMPLS", "has_batch_stats", "init_model", "register_model", "with_conv_impl",
+    "CONV_IMPLS", "has_batch_stats", "init_model", "register_model", "resolve_conv_impl", "with_conv_impl",
 ]

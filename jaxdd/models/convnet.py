@@ -4,7 +4,8 @@ ConvNet(width 128, depth 3, relu, instancenorm, avgpool): depth x [Conv3x3 (bias
 flatten -> Dense(num_classes). The first convolution of a 1-channel input uses padding 3 (so 28x28 becomes 32x32, as
 in the DD code); every other convolution uses padding 1.
 
-Convolutions have two numerically equivalent implementations, chosen per path by ``conv_impl``:
+Convolutions have four numerically equivalent implementations, chosen per path by ``conv_impl`` (``"auto"`` in the
+methods' options: ``"winograd"`` on CPU, ``"xla"`` on accelerators; ``jaxdd.models.resolve_conv_impl``):
 - ``"xla"``: ``lax.conv_general_dilated`` (what ``nn.Conv`` does); best on GPU/TPU.
 - ``"patches"``: the 3x3 neighbourhood gathered by nine shifted slices, then one matmul. Its weight gradient is a
   matmul, which XLA:CPU runs fast inside ``lax.scan`` and unrolled meta-gradients, where the convolution weight
@@ -13,8 +14,13 @@ Convolutions have two numerically equivalent implementations, chosen per path by
   the weight gradient the patches matmul, recursively for gradients of gradients. On one XLA:CPU core its forward
   is 2.4x faster than ``"patches"``, training steps, second-order passes and scanned unrolls 7-16 % faster
   (experiments/PROFILE.md); accelerators run its convolutions in cuDNN/TPU kernels. The CPU default of every
-  differentiated loop (DC/DSA, MTT, BPTT, evaluation of 1-channel images).
-``tests/test_models.py`` pins both to ``"xla"`` (values, gradients, second order, inside ``lax.scan``).
+  differentiated loop before ``"winograd"``.
+- ``"winograd"``: Winograd's F(2x2, 3x3) minimal filtering (``conv3x3_winograd``): 16 batched matmuls with 2.25x
+  fewer multiply-adds than the direct convolution, and additions for the tile transforms; JAX differentiates it
+  to any order, all as matmuls. Layers with fewer than 16 input channels (the first, on images) use ``"vjp"``.
+  On XLA:CPU the fastest in every pass inside loops and in every row of the issue-5 benchmark
+  (experiments/PROFILE.md); under ``vmap`` over per-network weights its matmuls stay batched matmuls.
+``tests/test_models.py`` pins each to ``"xla"`` (values, gradients, second order, inside ``lax.scan``).
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 Array = jax.Array
-CONV_IMPLS = ("xla", "patches", "vjp")  # the ``conv_impl`` values of the ConvNet and ResNet families
+CONV_IMPLS = ("xla", "patches", "vjp", "winograd")  # the ``conv_impl`` values of the ConvNet and ResNet families
 
 
 def torch_uniform_init(fan_in_axes: Sequence[int] | None = None):
@@ -99,6 +105,49 @@ def _conv3x3_vjp_bwd(padding, res, g):
 
 conv3x3_vjp.defvjp(_conv3x3_vjp_fwd, _conv3x3_vjp_bwd)
 
+# Winograd F(2x2, 3x3) (Lavin & Gray 2016): a 4x4 input tile d gives a 2x2 output tile A^T [(G g G^T) * (B^T d B)] A.
+_WINO_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+WINOGRAD_MIN_CHANNELS = 16  # below this many input channels the matmuls are too thin to pay: conv3x3_vjp
+
+
+def _wino_bt(s0, s1, s2, s3):
+    """B^T applied along one tile axis (rows of B^T: [1,0,-1,0], [0,1,1,0], [0,-1,1,0], [0,1,0,-1])."""
+    return s0 - s2, s1 + s2, s2 - s1, s1 - s3
+
+
+def _wino_at(m0, m1, m2, m3):
+    """A^T applied along one tile axis (rows of A^T: [1,1,1,0], [0,1,-1,-1])."""
+    return m0 + m1 + m2, m1 - m2 - m3
+
+
+def conv3x3_winograd(x: Array, kernel: Array, padding: int) -> Array:
+    """3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3): 16 batched (tiles x c) @ (c x o)
+    matmuls where the direct convolution does 36 per 2x2 output tile, so 2.25x fewer multiply-adds, and tile
+    transforms that are additions only. Every pass (input and weight gradients, gradients of gradients) is JAX's
+    autodiff of those matmuls and additions: no convolution op is left. Exact in real arithmetic; in float32 it
+    differs from ``lax.conv`` by rounding (~1e-6 relative, tested). x: (n,h,w,c), kernel: (3,3,c,o), padding >= 0;
+    inputs with fewer than ``WINOGRAD_MIN_CHANNELS`` channels go to ``conv3x3_vjp``."""
+    n, h, w, c = x.shape
+    if c < WINOGRAD_MIN_CHANNELS:
+        return conv3x3_vjp(x, kernel, padding)
+    o = kernel.shape[-1]
+    ho, wo = h + 2 * padding - 2, w + 2 * padding - 2
+    th, tw = (ho + 1) // 2, (wo + 1) // 2  # 2x2 output tiles; an odd output size is padded and cropped
+    xp = jnp.pad(x, ((0, 0), (padding, padding + 2 * th - ho), (padding, padding + 2 * tw - wo), (0, 0)))
+    rows = _wino_bt(*[xp[:, i:i + 2 * th:2] for i in range(4)])  # input tiles start every 2 pixels
+    v = jnp.stack([t for r in rows for t in _wino_bt(*[r[:, :, j:j + 2 * tw:2] for j in range(4)])])
+    g = jnp.asarray(_WINO_G, kernel.dtype)
+    u = jnp.einsum("ai,ijco,bj->abco", g, kernel, g).reshape(16, c, o)
+    m = jax.lax.dot_general(v.reshape(16, n * th * tw, c), u, (((2,), (1,)), ((0,), (0,))))
+    m = m.reshape(4, 4, n, th, tw, o)
+    m = jnp.stack(_wino_at(*m))  # (2, 4, n, th, tw, o)
+    m = jnp.stack(_wino_at(*(m[:, j] for j in range(4))), axis=1)  # (2, 2, n, th, tw, o)
+    y = m.transpose(2, 3, 0, 4, 1, 5).reshape(n, 2 * th, 2 * tw, o)
+    return y[:, :ho, :wo]
+
+
+CONV3X3 = {"patches": conv3x3_patches, "vjp": conv3x3_vjp, "winograd": conv3x3_winograd, "xla": _lax_conv}
+
 
 class Conv3x3(nn.Module):
     features: int
@@ -116,15 +165,9 @@ class Conv3x3(nn.Module):
             k_init, b_init = nn.initializers.lecun_normal(), nn.initializers.zeros
         kernel = self.param("kernel", k_init, (3, 3, c, self.features))
         bias = self.param("bias", b_init, (self.features,))
-        if self.impl == "patches":
-            y = conv3x3_patches(x, kernel, self.padding)
-        elif self.impl == "vjp":
-            y = conv3x3_vjp(x, kernel, self.padding)
-        elif self.impl == "xla":
-            y = _lax_conv(x, kernel, self.padding)
-        else:
+        if self.impl not in CONV3X3:
             raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.impl!r}")
-        return y + bias
+        return CONV3X3[self.impl](x, kernel, self.padding) + bias
 
 
 class Dense(nn.Module):

@@ -13,8 +13,8 @@ with the running ones. Momentum 0.9 in Flax's convention = PyTorch momentum 0.1;
 ``__call__(x, train=False, features=False)`` returns logits, or ``(logits, feats)`` with ``"block1"``.. (each stage's
 output) and ``"embedding"`` (the pooled feature vector). Weights use PyTorch's default init by default
 (``init_scheme="torch"``; ``"flax"`` = LeCun normal). ``conv_impl="patches"`` computes convolutions as shifted slices
-+ matmul, ``"vjp"`` as ``lax.conv`` with matmul/forward-convolution gradients (numerically equal; fast weight gradients
-inside ``lax.scan`` on XLA:CPU, see ``jaxdd.models.convnet``).
++ matmul, ``"vjp"`` as ``lax.conv`` with matmul/forward-convolution gradients, ``"winograd"`` by Winograd's F(2x2, 3x3)
+(numerically equal; fast weight gradients inside ``lax.scan`` on XLA:CPU, see ``jaxdd.models.convnet``).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdd.models.convnet import CONV_IMPLS, Dense, InstanceNorm, conv3x3_patches, conv3x3_vjp, torch_uniform_init
+from jaxdd.models.convnet import CONV3X3, CONV_IMPLS, Dense, InstanceNorm, torch_uniform_init
 
 NORMS = ("batchnorm", "instancenorm")
 
@@ -48,14 +48,14 @@ class Conv(nn.Module):
         if self.impl == "xla":
             return jax.lax.conv_general_dilated(x, w, (s, s), ((pad, pad), (pad, pad)),
                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        if self.impl not in ("patches", "vjp"):
+        if self.impl not in CONV3X3:
             raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.impl!r}")
         if self.kernel == 1:
             return x[:, ::s, ::s, :] @ w.reshape(c, self.features)
         if self.kernel != 3:
             raise ValueError(f"conv_impl={self.impl!r} supports 1x1 and 3x3 kernels")
         # a stride-s 3x3 convolution = the stride-1 one sampled every s pixels (same padding convention)
-        return (conv3x3_patches if self.impl == "patches" else conv3x3_vjp)(x, w, pad)[:, ::s, ::s, :]
+        return CONV3X3[self.impl](x, w, pad)[:, ::s, ::s, :]
 
 
 def _norm(kind: str, train: bool, name: str):

@@ -6,8 +6,11 @@ images of the same class, both augmented with the same Siamese DSA draw (one dra
 
     L = sum_c || mean_i psi(A_wc(x_ci)) - mean_j psi(A_wc(s_cj)) ||^2
 
-All classes go through one forward per side, so batch-norm models mix classes in their batch statistics exactly
-as the reference code does; for instance-norm models the classes are independent.
+Batch-norm models send all classes through one forward per side, so they mix classes in their batch statistics
+exactly as the reference code does. For other models (instance norm: the classes are independent) the real side is
+embedded ``class_batch`` classes per forward (``lax.map``; the same numbers): on XLA:CPU one class at a time is
+faster than one 2560-image forward, whose activations (1.3 GB a layer) stream through memory
+(experiments/PROFILE.md); option ``class_batch`` (-1 = 1 on CPU, all classes on accelerators).
 """
 from __future__ import annotations
 
@@ -16,8 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxdd import augment as aug
-from jaxdd.models import apply_model, init_model
-from jaxdd.objectives.base import Objective, Synthetic, no_init
+from jaxdd.models import apply_model, has_batch_stats, init_model
+from jaxdd.objectives.base import Objective, Synthetic, auto_class_batch, no_init
 from jaxdd.types import Batch, JaxddError
 
 
@@ -36,15 +39,25 @@ def per_class_siamese_dsa(syn_x: jax.Array, real_x: jax.Array, key, num_classes:
     return by_class(syn_x), by_class(real_x)
 
 
-def class_mean_embeddings(module: nn.Module, variables, x: jax.Array, num_classes: int) -> jax.Array:
-    """(K, d) per-class means of the embedding of a class-major batch x (K*m, h, w, c), train-mode forward."""
-    emb = apply_model(module, variables, x, train=True, features=True).features["embedding"]
-    return emb.reshape(num_classes, -1, emb.shape[-1]).mean(axis=1)
+def class_mean_embeddings(module: nn.Module, variables, x: jax.Array, num_classes: int,
+                          class_batch: int = 0) -> jax.Array:
+    """(K, d) per-class means of the embedding of a class-major batch x (K*m, h, w, c), train-mode forward.
+
+    class_batch: classes per forward (``lax.map``; 0 = all in one). Batch-norm models always take one forward."""
+    def class_means(xb, k):
+        emb = apply_model(module, variables, xb, train=True, features=True).features["embedding"]
+        return emb.reshape(k, -1, emb.shape[-1]).mean(axis=1)
+
+    if not 0 < class_batch < num_classes or has_batch_stats(variables):
+        return class_means(x, num_classes)
+    per_class = x.reshape(num_classes, -1, *x.shape[1:])
+    return jax.lax.map(lambda xc: class_means(xc, 1)[0], per_class, batch_size=class_batch)
 
 
 def dm(module: nn.Module, num_classes: int, *, strategy: str | None = aug.DSA_DEFAULT,
-       real_per_class: int = 256) -> Objective:
-    """The DM objective for ``module`` (a fresh random instance every call). ``strategy`` None disables DSA."""
+       real_per_class: int = 256, class_batch: int = 0) -> Objective:
+    """The DM objective for ``module`` (a fresh random instance every call). ``strategy`` None disables DSA.
+    class_batch: classes per real-side forward (0 = all; see the module docstring)."""
     if strategy:
         aug.parse_strategy(strategy)
     if real_per_class < 1:
@@ -55,7 +68,7 @@ def dm(module: nn.Module, num_classes: int, *, strategy: str | None = aug.DSA_DE
         variables = init_model(module, k_model, syn.x.shape[1:])
         sx, rx = per_class_siamese_dsa(syn.x, real.x, k_aug, num_classes, strategy)
         mu_syn = class_mean_embeddings(module, variables, sx, num_classes)
-        mu_real = jax.lax.stop_gradient(class_mean_embeddings(module, variables, rx, num_classes))
+        mu_real = jax.lax.stop_gradient(class_mean_embeddings(module, variables, rx, num_classes, class_batch))
         per_class = jnp.sum(jnp.square(mu_real - mu_syn), axis=-1)
         return jnp.sum(per_class), {"dm_per_class_max": jnp.max(per_class)}
 
@@ -63,15 +76,16 @@ def dm(module: nn.Module, num_classes: int, *, strategy: str | None = aug.DSA_DE
 
 
 def _build_dm(ctx):
-    from jaxdd.models import get_model
+    from jaxdd.models import get_model, with_conv_impl
 
-    module = get_model(ctx.model, ctx.num_classes, **ctx.model_kwargs)
+    module = with_conv_impl(get_model(ctx.model, ctx.num_classes, **ctx.model_kwargs), ctx.options["conv_impl"])
     return dm(module, ctx.num_classes, strategy=ctx.options["dsa"] or None,
-              real_per_class=ctx.options["real_per_class"])
+              real_per_class=ctx.options["real_per_class"], class_batch=auto_class_batch(ctx.options["class_batch"]))
 
 
 def _register():
     from jaxdd.methods import MethodSpec, Option, register_method
+    from jaxdd.models import CONV_IMPLS
 
     register_method(MethodSpec(
         name="dm",
@@ -79,7 +93,11 @@ def _register():
         defaults={"lr_img": 1.0, "momentum": 0.5, "iterations": 20000, "init": "real",
                   "eval_augment": aug.DSA_DEFAULT},
         options=(Option("dsa", str, aug.DSA_DEFAULT, "DSA strategy for matching ('' or none disables)"),
-                 Option("real_per_class", int, 256, "real images per class per iteration")),
+                 Option("real_per_class", int, 256, "real images per class per iteration"),
+                 Option("class_batch", int, -1, "classes per real-side forward (0 = all; -1 = 1 on CPU, all on "
+                        "accelerators; batch-norm models always all)"),
+                 Option("conv_impl", str, "auto", "convolution implementation ('' = the model's; auto = winograd "
+                        "on CPU, xla on accelerators)", ("", "auto") + CONV_IMPLS)),
         help="distribution matching (Zhao & Bilen, WACV 2023)",
         tiny=lambda ctx, tmp: {"real_per_class": 4},
     ))

@@ -20,12 +20,14 @@ set or, after the ``outer_loop``-th round, replaces it with a fresh random netwo
 
 and ``aux["dc_round"]`` says which round a step was. The inner training (SGD, lr ``net_lr`` 0.01, no momentum, batch
 256, DSA non-Siamese for DSA) is a ``lax.scan`` inside the jitted step. The registered methods build the network
-with ``conv_impl="vjp"`` by default (option ``conv_impl``): XLA:CPU runs a convolution weight gradient ~40x slower
-inside scan (jax-ml/jax#12868), and the per-class (vmapped) second-order gradients of the matching ran 6.3x faster
-with patches than with ``lax.conv`` (4.1 s vs 25.8 s for IPC 1, 8 real images/class, ConvNet-3 on 28x28, loaded
-2-core CPU); "vjp" (``lax.conv`` forward, matmul and forward-convolution gradients) is 16 % faster again than
-patches on a DC IPC-10 iteration (experiments/results/bench_vs_reference*.md). The implementations are
-numerically equal and share the parameter tree.
+with ``conv_impl="auto"`` by default (option ``conv_impl``; Winograd on CPU, the library convolution on
+accelerators): XLA:CPU runs a convolution weight gradient ~40x slower inside scan (jax-ml/jax#12868), and the
+per-class (vmapped) second-order gradients of the matching ran 6.3x faster with patches than with ``lax.conv``
+(4.1 s vs 25.8 s for IPC 1, 8 real images/class, ConvNet-3 on 28x28, loaded 2-core CPU); "vjp" (``lax.conv``
+forward, matmul and forward-convolution gradients) is 16 % faster again than patches on a DC IPC-10 iteration,
+and "winograd" faster again (experiments/PROFILE.md). The implementations are numerically equal and share the
+parameter tree. On CPU the real-side gradients run one class at a time (``class_batch`` -1 = 1 there): the
+matching part of a DC IPC-10 round takes 14.6 s instead of 31.8 s with all 2560 images in one batch.
 
 Batch-norm models: as in the reference, a train-mode forward of (up to) 16 real images per class sets the batch
 statistics, which are then frozen (eval mode) for the matching.
@@ -41,7 +43,7 @@ import optax
 
 from jaxdd import augment as aug
 from jaxdd.models import apply_model, has_batch_stats, init_model
-from jaxdd.objectives.base import Objective, Synthetic
+from jaxdd.objectives.base import Objective, Synthetic, auto_class_batch
 from jaxdd.objectives.distribution import per_class_siamese_dsa
 from jaxdd.types import Batch, JaxddError, PyTree
 
@@ -153,7 +155,7 @@ def gradient_matching(module: nn.Module, num_classes: int, image_shape: tuple[in
 
     module: the network whose gradients are matched (a fresh random instance every ``outer_loop`` steps).
     inner_module: the same network for the inner training (default: ``module``; on CPU pass the
-    ``conv_impl="vjp"`` twin). class_batch: classes batched together for the real-side gradients (0 = all)."""
+    ``conv_impl="winograd"`` twin). class_batch: classes batched together for the real-side gradients (0 = all)."""
     if distance not in DISTANCES:
         raise JaxddError(f"distance must be one of {DISTANCES}, got {distance!r}")
     if outer_loop < 1 or inner_loop < 0:
@@ -239,7 +241,7 @@ def _build(ctx, with_dsa: bool):
     module = with_conv_impl(get_model(ctx.model, ctx.num_classes, **ctx.model_kwargs), o["conv_impl"])
     inner_module = with_conv_impl(module, o["inner_conv_impl"])
     kw = dict(outer_loop=outer, inner_loop=inner, distance=o["distance"], real_per_class=o["real_per_class"],
-              net_lr=o["net_lr"], class_batch=o["class_batch"], inner_module=inner_module)
+              net_lr=o["net_lr"], class_batch=auto_class_batch(o["class_batch"]), inner_module=inner_module)
     if with_dsa:
         if not o["dsa"]:
             raise JaxddError("method 'dsa' needs a DSA strategy (--dsa); use method 'dc' for no augmentation")
@@ -257,12 +259,13 @@ def _options(with_dsa: bool):
         Option("distance", str, "ours", "gradient distance: ours (layer-wise rows), mse, cos", DISTANCES),
         Option("real_per_class", int, 256, "real images per class per step"),
         Option("net_lr", float, 0.01, "learning rate of the network's inner training (SGD, no momentum)"),
-        Option("conv_impl", str, "vjp", "convolution implementation of the matched and inner-trained network "
-               "('' = the model's; vjp and patches avoid XLA:CPU's slow (vmapped, scanned) convolution gradients)",
-               ("",) + CONV_IMPLS),
+        Option("conv_impl", str, "auto", "convolution implementation of the matched and inner-trained network "
+               "('' = the model's; auto = winograd on CPU, xla on accelerators; winograd, vjp and patches avoid "
+               "XLA:CPU's slow (vmapped, scanned) convolution gradients)", ("", "auto") + CONV_IMPLS),
         Option("inner_conv_impl", str, "", "conv_impl of the inner-trained twin only ('' = as conv_impl)",
-               ("",) + CONV_IMPLS),
-        Option("class_batch", int, 0, "classes batched together for the real gradients (0: all; bounds memory)"),
+               ("", "auto") + CONV_IMPLS),
+        Option("class_batch", int, -1, "classes batched together for the real gradients (0: all; -1: 1 on CPU, "
+               "all on accelerators)"),
     )
     if with_dsa:
         opts = opts + (Option("dsa", str, aug.DSA_DEFAULT, "DSA strategy for matching and inner training"),)

@@ -124,8 +124,9 @@ def _register():
             Option("remat_every", int, 1, "unrolled steps per jax.checkpoint block with --memory remat"),
             Option("nets", int, 1, "random initialisations per outer step (vmapped, losses averaged)"),
             Option("init_lr", float, 0.02, "initial learned inner learning rate (softplus-parameterised)"),
-            Option("conv_impl", str, "vjp", "convolution implementation of the unrolled network ('' = the "
-                   "model's; vjp and patches are fast on XLA:CPU inside scan)", ("",) + CONV_IMPLS),
+            Option("conv_impl", str, "auto", "convolution implementation of the unrolled network ('' = the "
+                   "model's; auto = winograd on CPU, xla on accelerators; winograd, vjp and patches are fast on "
+                   "XLA:CPU inside scan)", ("", "auto") + CONV_IMPLS),
         ),
         help="BPTT performance matching, the original dataset distillation (Wang et al., 2018)",
         tiny=lambda ctx, tmp: {"epochs": 1, "real_per_class": 4},
