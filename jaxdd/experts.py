@@ -254,7 +254,8 @@ def train_experts(key: PRNGKey, x: np.ndarray, y: np.ndarray, out_dir: str | os.
     from jaxdd import __version__
     from jaxdd.checkpoint import Checkpointer
     from jaxdd.data import preprocess_to_arrays
-    from jaxdd.models import get_model, init_model
+    from jaxdd.evaluate import eval_module
+    from jaxdd.models import init_model
 
     if dtype not in DTYPES:
         raise JaxddError(f"dtype must be one of {DTYPES}, got {dtype!r}")
@@ -265,7 +266,7 @@ def train_experts(key: PRNGKey, x: np.ndarray, y: np.ndarray, out_dir: str | os.
     if x.ndim != 4 or y.shape != (x.shape[0],):
         raise JaxddError(f"expected images (N,h,w,c) and labels (N,), got {x.shape} and {y.shape}")
     model_kwargs = dict(model_kwargs or {})
-    module = get_model(model, num_classes, **model_kwargs)
+    module = eval_module(model, num_classes, model_kwargs)  # trained as evaluation trains (conv_impl "auto")
     image_shape = tuple(int(s) for s in x.shape[1:])
     template = init_model(module, jax.random.key(0), image_shape)
     flat0, unravel = ravel_pytree(template["params"])

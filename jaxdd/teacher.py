@@ -184,13 +184,14 @@ def train_teacher(dataset: str, model: str, out_dir, *, config: TeacherConfig = 
     """Train (or resume) a teacher on ``dataset``'s training split; writes ``out_dir``; returns its metadata."""
     from jaxdd.checkpoint import Checkpointer
     from jaxdd.data import apply_preprocess, load, preprocess_to_arrays
+    from jaxdd.evaluate import eval_module
     from jaxdd.pipeline import prepare_data
 
     model_kwargs = dict(model_kwargs or {})
     train, val, pre, x_train, x_val = prepare_data(dataset, data_dir=data_dir, val_per_class=val_per_class,
                                                    seed=seed)
     k = train.num_classes
-    module = get_model(model, k, **model_kwargs)
+    module = eval_module(model, k, model_kwargs)  # trained as evaluation trains (conv_impl "auto"); same parameters
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     key = jax.random.key(seed)
