@@ -353,12 +353,12 @@ def relabel_evaluate(key: PRNGKey, images, teacher, test_images, test_labels, *,
     {"mean", "std", "accuracies", "model", "protocol"} of their test accuracies. ``group``: students per vmapped
     program (default ``jaxdd.train.default_group``: all on GPU/TPU, one at a time on CPU); student i depends only
     on its key."""
-    from jaxdd.models import get_model
+    from jaxdd.evaluate import eval_module
     from jaxdd.train import default_group, epoch_plan, predict_many
 
     x = jnp.asarray(images, jnp.float32)
     n = x.shape[0]
-    module = get_model(model, int(teacher.meta["num_classes"]), **(model_kwargs or {}))
+    module = eval_module(model, int(teacher.meta["num_classes"]), model_kwargs)  # students train as evaluation does
     bs = min(protocol.batch_size, n)
     steps_per_epoch = math.ceil(n / bs)
     init, vstep = _relabel_fns(module, teacher.module, x.shape[1:], protocol, protocol.epochs * steps_per_epoch)
