@@ -152,7 +152,8 @@ def epoch_plan(k_run: jax.Array, epoch, n: int, steps_per_epoch: int) -> tuple[j
 def default_group(num_networks: int) -> int:
     """How many networks ``train_many`` trains in one vmapped program by default: all of them on GPU/TPU; one at
     a time on CPU, where vmapping a convolution over per-network weights turns it into a grouped convolution that
-    XLA:CPU runs about 3x slower per network than K separate programs (experiments/results/bench_dm.md)."""
+    XLA:CPU runs about 3x slower per network than K separate programs (experiments/results/bench_dm.md); with the
+    Winograd convolution 10 vmapped networks are still 1.5x slower per network (bench_vs_reference.md)."""
     return num_networks if jax.default_backend() != "cpu" else 1
 
 
