@@ -11,6 +11,8 @@ those shapes (timing and memory do not depend on the pixel values, and no datase
   jitted ``distill_step`` (real batch sampled on device, SGD on the images).
 - DC and DSA (Fashion-MNIST shape): the same, with the paper's outer/inner loops for the IPC (IPC 1: 1/1,
   IPC 10: 10/50); one jaxdd step is one outer-loop round, so the paper's "outer iteration" is outer_loop steps.
+- Expert training (``--expert-impls``): one SGD step of MTT's expert trainer (``jaxdd.experts``, a group of one
+  network) on 256 images, per convolution implementation.
 - Evaluation: K networks trained on 100 images (IPC 10) under the standard protocol step (batch 100 = one step per
   epoch, SGD momentum, DSA per image): one vmapped step over K networks against K calls of the single-network step;
   plus the forward pass of the K trained networks over --test-images test images (reported per 10000 images),
@@ -64,8 +66,7 @@ def _timed(call, reps: int) -> tuple[float, float]:
     return first, (time.perf_counter() - t0) / reps
 
 
-def child_distill(method: str, shape, ipc: int, real_per_class: int, reps: int, options: dict | None = None,
-                  model_kwargs: dict | None = None) -> dict:
+def child_distill(method: str, shape, ipc: int, real_per_class: int, reps: int, options: dict | None = None) -> dict:
     import jax
 
     from jaxdd.distill import DistillConfig, distill_step, init_state, make_pool
@@ -79,8 +80,7 @@ def child_distill(method: str, shape, ipc: int, real_per_class: int, reps: int, 
     pool = make_pool(images, labels, classes)
     spec = get_method(method)
     options = resolve_options(spec, {"real_per_class": real_per_class, **(options or {})})
-    ctx = MethodContext(classes, shape, ipc, "ConvNet", model_kwargs or {}, options, "random", pool, None,
-                        jax.random.key(0))
+    ctx = MethodContext(classes, shape, ipc, "ConvNet", {}, options, "random", pool, None, jax.random.key(0))
     objective = spec.build(ctx)
     param = pixels(ipc, "real")
     config = DistillConfig(iterations=1, progress=False, lr_img=spec.defaults["lr_img"])
@@ -150,6 +150,27 @@ def child_eval(shape, k: int, impl: str, n: int, reps: int, test_n: int) -> dict
     return row
 
 
+def child_expert(shape, impl: str, batch: int, reps: int) -> dict:
+    """One SGD step of MTT's expert training (``jaxdd.experts``' jitted group step, a group of one network) on
+    ``batch`` images, no augmentation (the experts' default protocol)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from jaxdd.experts import _make_group_step
+    from jaxdd.models import get_model, init_model, with_conv_impl
+
+    module = with_conv_impl(get_model("ConvNet", 10), impl)
+    step = _make_group_step(module, 0.01, None)
+    pool_x = jax.random.normal(jax.random.key(0), (batch, *shape))
+    pool_y = jnp.arange(batch, dtype=jnp.int32) % 10
+    variables = jax.vmap(lambda k: init_model(module, k, shape))(jax.random.split(jax.random.key(1), 1))
+    opt = jax.vmap(optax.sgd(0.01).init)(variables["params"])
+    idx, keys = jnp.arange(batch)[None], jax.random.split(jax.random.key(2), 1)
+    first, per = _timed(lambda: step(variables, opt, pool_x, pool_y, idx, keys)[2], reps)
+    return {"part": "expert", "conv_impl": impl, "batch": batch, "compile_and_first_s": first, "seconds_per_step": per}
+
+
 def child(args) -> dict:
     sys.path.insert(0, str(ROOT))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -158,6 +179,8 @@ def child(args) -> dict:
     shape = SHAPES[args.shape]
     if args.part == "distill":
         row = child_distill(args.method, shape, args.ipc, args.real_per_class, args.reps)
+    elif args.part == "expert":
+        row = child_expert(shape, args.impl, args.batch, args.reps)
     else:
         row = child_eval(shape, args.k, args.impl, args.images, args.reps, args.test_images)
     row.update(shape=args.shape, image_shape=list(shape), backend=jax.default_backend(),
@@ -199,6 +222,12 @@ def _markdown(res: dict) -> str:
                          f"{r['test_forward_vmapped_s_per_10000']:.1f} | {r['test_forward_sequential_s_per_10000']:.1f} | "
                          f"{r.get('xla_total_mib', float('nan')):.0f} | "
                          f"{r['peak_rss_mib']:.0f} |")
+    experts = [r for r in res["rows"] if r["part"] == "expert" and not r.get("failed")]
+    if experts:
+        lines += ["", "## Expert training (MTT buffers): one SGD step of one network, no augmentation\n",
+                  "| shape | conv | batch | s / step | compile + first s |", "|---|---|---|---|---|"]
+        lines += [f"| {r['shape']} | {r['conv_impl']} | {r['batch']} | {r['seconds_per_step']:.3f} | "
+                  f"{r['compile_and_first_s']:.1f} |" for r in experts]
     return "\n".join(lines) + "\n"
 
 
@@ -209,7 +238,9 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="*", default=["dm", "dc", "dsa"], choices=["dm", "dc", "dsa"],
                    help="distillation steps to time (DC and DSA on the Fashion-MNIST shape only)")
     p.add_argument("--real-per-class", type=int, default=256)
-    p.add_argument("--eval-impls", nargs="+", default=["xla", "patches"], choices=("auto",) + CONV_IMPLS)
+    p.add_argument("--eval-impls", nargs="*", default=["xla", "patches"], choices=("auto",) + CONV_IMPLS)
+    p.add_argument("--expert-impls", nargs="*", default=[], choices=("auto",) + CONV_IMPLS,
+                   help="also time one expert-training step (batch 256) per convolution implementation")
     p.add_argument("--k", type=int, default=4, help="networks trained together in the evaluation rows")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--test-images", type=int, default=2000)
@@ -228,6 +259,7 @@ def main(argv=None) -> int:
                  for m in args.methods if m == "dm" or shape == "fmnist" for ipc in args.ipcs]
         jobs += [dict(part="eval", shape=shape, k=args.k, impl=impl, images=100, reps=args.reps,
                       test_images=args.test_images) for impl in args.eval_impls]
+        jobs += [dict(part="expert", shape=shape, impl=impl, batch=256, reps=args.reps) for impl in args.expert_impls]
     rows = []
     for job in jobs:
         print("running", job, flush=True)

@@ -57,13 +57,13 @@ def child(job: dict) -> dict:
     import jax
 
     row, impl = job["row"], job["conv_impl"]
+    shared = {"conv_impl": impl, "class_batch": job["class_batch"]}  # DM and DC options
     if row == "dm":
-        out = bench_dm.child_distill("dm", SHAPE, 10, 256, job["reps"], {"conv_impl": impl, "class_batch": job["class_batch"]})
+        out = bench_dm.child_distill("dm", SHAPE, 10, 256, job["reps"], shared)
         seconds = out["seconds_per_iteration"]
     elif row == "dc":
         out = bench_dm.child_distill("dc", SHAPE, 10, 256, job["dc_rounds"],
-                                     {"outer_loop": 10, "inner_loop": 50, "conv_impl": impl,
-                                      "class_batch": job["class_batch"]})
+                                     {"outer_loop": 10, "inner_loop": 50, **shared})
         seconds = out["seconds_per_paper_iteration"]
     elif row.startswith("mtt"):
         ns = argparse.Namespace(steps=int(row[3:]), memory=job["mtt_memory"], images=100, batch_syn=100,

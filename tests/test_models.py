@@ -147,3 +147,9 @@ def test_with_conv_impl_switches_only_models_that_have_it():
     assert with_conv_impl(mlp, "patches") is mlp
     with pytest.raises(JaxddError, match="conv_impl must be one of"):
         with_conv_impl(get_model("ConvNet", 10), "pathces")
+
+
+def test_get_model_resolves_auto_and_refuses_unknown_conv_impl():
+    assert get_model("ConvNet", 10, conv_impl="auto").conv_impl == "winograd"  # the suite runs on CPU
+    with pytest.raises(JaxddError, match="conv_impl must be one of"):
+        get_model("ConvNet", 10, conv_impl="pathces")

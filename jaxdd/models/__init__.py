@@ -58,6 +58,10 @@ def get_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
         raise JaxddError(f"unknown model {name!r}; available models: {', '.join(available_models())}")
     if not isinstance(num_classes, int) or num_classes < 2:
         raise JaxddError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    if "conv_impl" in overrides:  # "auto" resolves here, so model kwargs may name it too
+        overrides = {**overrides, "conv_impl": resolve_conv_impl(overrides["conv_impl"])}
+        if overrides["conv_impl"] not in CONV_IMPLS:
+            raise JaxddError(f"conv_impl must be one of {CONV_IMPLS} or 'auto', got {overrides['conv_impl']!r}")
     return _REGISTRY[name](num_classes, **overrides)
 
 

@@ -26,8 +26,8 @@ per-class (vmapped) second-order gradients of the matching ran 6.3x faster with 
 (4.1 s vs 25.8 s for IPC 1, 8 real images/class, ConvNet-3 on 28x28, loaded 2-core CPU); "vjp" (``lax.conv``
 forward, matmul and forward-convolution gradients) is 16 % faster again than patches on a DC IPC-10 iteration,
 and "winograd" faster again (experiments/PROFILE.md). The implementations are numerically equal and share the
-parameter tree. On CPU the real-side gradients run one class at a time (``class_batch`` -1 = 1 there): the
-matching part of a DC IPC-10 round takes 14.6 s instead of 31.8 s with all 2560 images in one batch.
+parameter tree. On CPU the real-side gradients run one class at a time (``class_batch`` -1 = 1 there): a DC
+IPC-10 iteration takes 239 s instead of 323 s with all 2560 images in one batch (experiments/PROFILE.md).
 
 Batch-norm models: as in the reference, a train-mode forward of (up to) 16 real images per class sets the batch
 statistics, which are then frozen (eval mode) for the matching.
