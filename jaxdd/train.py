@@ -10,7 +10,7 @@ Two kinds of loop live here, because XLA:CPU runs a convolution's weight gradien
   one after the other by default, see ``default_group``).
 - ``unroll_sgd`` (BPTT, MTT, anything differentiated through training): ``lax.scan`` over plain SGD steps, with
   the memory strategy a setting (``"full"`` or ``"remat"`` with ``jax.checkpoint`` every ``checkpoint_every``
-  steps). Use a model with ``conv_impl="winograd"`` (or ``"vjp"``, ``"patches"``) there on CPU (see
+  steps). Use a model with ``conv_impl="fused"`` (or ``"winograd"``, ``"vjp"``, ``"patches"``) there on CPU (see
   ``jaxdd.models.convnet``).
 """
 from __future__ import annotations
@@ -153,7 +153,8 @@ def default_group(num_networks: int) -> int:
     """How many networks ``train_many`` trains in one vmapped program by default: all of them on GPU/TPU; one at
     a time on CPU, where vmapping a convolution over per-network weights turns it into a grouped convolution that
     XLA:CPU runs about 3x slower per network than K separate programs (experiments/results/bench_dm.md); with the
-    Winograd convolution 10 vmapped networks are still 1.5x slower per network (bench_vs_reference.md)."""
+    Winograd convolution 10 vmapped networks were 1.5x slower per network, with ``"fused"`` they are about as
+    fast (115 vs 112 s per 300 epochs, bench_vs_reference.md), and one at a time needs less memory."""
     return num_networks if jax.default_backend() != "cpu" else 1
 
 

@@ -72,8 +72,8 @@ def test_auto_defaults_resolve_per_backend(monkeypatch):
     from jaxdd.objectives.base import auto_class_batch
     from jaxdd.types import JaxddError
 
-    assert resolve_conv_impl("auto") == "winograd" and auto_class_batch(-1) == 1  # this suite runs on CPU
-    assert with_conv_impl(get_model("ConvNet", 3), "auto").conv_impl == "winograd"
+    assert resolve_conv_impl("auto") == "fused" and auto_class_batch(-1) == 1  # this suite runs on CPU
+    assert with_conv_impl(get_model("ConvNet", 3), "auto").conv_impl == "fused"
     assert resolve_conv_impl("vjp") == "vjp" and auto_class_batch(0) == 0 and auto_class_batch(3) == 3
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert resolve_conv_impl("auto") == "xla" and auto_class_batch(-1) == 0

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from jaxdd.models import apply_model, available_models, get_model, init_model
-from jaxdd.models.convnet import WINOGRAD_MIN_CHANNELS, conv3x3_patches, conv3x3_vjp, conv3x3_winograd
+from jaxdd.models.convnet import (WINOGRAD_MIN_CHANNELS, conv3x3_patches, conv3x3_vjp, conv3x3_winograd,
+                                  conv_instnorm_relu_avgpool)
 from jaxdd.types import JaxddError
 
 
@@ -57,13 +58,78 @@ def test_winograd_runs_no_convolution_op_and_falls_back_below_min_channels():
     assert "conv_general_dilated" in ops(WINOGRAD_MIN_CHANNELS - 1)
 
 
-@pytest.mark.parametrize("impl", ["patches", "vjp", "winograd"])
+def _block_by_layers(x, k, b, s, t, pad):
+    z = _lax_conv(x, k, pad) + b
+    mean = z.mean(axis=(1, 2), keepdims=True)
+    y = (z - mean) * jax.lax.rsqrt(jnp.square(z - mean).mean(axis=(1, 2), keepdims=True) + 1e-5) * s + t
+    return jax.lax.reduce_window(jax.nn.relu(y), 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID") / 4
+
+
+@pytest.mark.parametrize("shape,pad", [((28, 28, 1), 3), ((9, 7, 3), 1), ((8, 8, 2), 0)])
+def test_fused_first_block_equals_the_layers_to_second_order_and_in_scan(shape, pad):
+    ks = jax.random.split(jax.random.key(0), 6)
+    o = 8
+    x = jax.random.normal(ks[0], (3, *shape))
+    k = jax.random.normal(ks[1], (3, 3, shape[-1], o)) / 3
+    b = jax.random.normal(ks[2], (o,))
+    s = 1 + 0.2 * jax.random.normal(ks[3], (o,))
+    t = 0.2 * jax.random.normal(ks[4], (o,))  # some channels' ReLU is mostly off: the mask matters
+    w = jax.random.normal(ks[5], _block_by_layers(x, k, b, s, t, pad).shape[1:])
+
+    def f(block, x, k, b, s, t):
+        return jnp.sum(jnp.tanh(block(x, k, b, s, t, pad)) * w)
+
+    def sq_grad(block, x, k, b, s, t):  # the DC/DSA pattern: a function of the parameter gradients
+        return sum(jnp.sum(g ** 2) for g in jax.grad(f, (2, 4, 5))(block, x, k, b, s, t))
+
+    def scanned(block, x, k, b, s, t):  # the MTT pattern: SGD steps inside lax.scan, differentiated in x
+        def step(p, _):
+            return jax.tree.map(lambda a, g: a - 0.1 * g, p, jax.grad(lambda p: f(block, x, *p))(p)), None
+        return f(block, x, *jax.lax.scan(step, (k, b, s, t), None, length=3)[0])
+
+    chex.assert_trees_all_close(conv_instnorm_relu_avgpool(x, k, b, s, t, pad), _block_by_layers(x, k, b, s, t, pad),
+                                rtol=1e-5, atol=1e-5)
+    for fn in (f, sq_grad, scanned):
+        grad = jax.jit(jax.grad(fn, (1, 2, 3, 4, 5)), static_argnums=0)
+        got = grad(conv_instnorm_relu_avgpool, x, k, b, s, t)
+        want = grad(_block_by_layers, x, k, b, s, t)
+        ref_scale = float(jnp.abs(want[1]).max())  # the kernel's
+        for i, (g, wnt) in enumerate(zip(got, want)):
+            scale = float(jnp.abs(wnt).max())
+            if i == 2:  # the conv bias cancels in the norm: exactly 0 fused, rounding noise layer by layer
+                if fn is f:
+                    assert not bool(jnp.any(g)) and scale < 1e-4 * ref_scale
+                continue
+            assert scale > 1e-3
+            assert float(jnp.abs(g - wnt).max()) <= 1e-4 * scale, (fn.__name__, i)
+    # vmapped over per-network parameters (vmapped evaluation)
+    vk, vs = jnp.stack([k, 2 * k]), jnp.stack([s, -s])
+    got = jax.vmap(jax.grad(f, (2, 4)), (None, None, 0, None, 0, None))(conv_instnorm_relu_avgpool, x, vk, b, vs, t)
+    want = jax.vmap(jax.grad(f, (2, 4)), (None, None, 0, None, 0, None))(_block_by_layers, x, vk, b, vs, t)
+    chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_convnet_takes_the_stem_only_where_it_applies():
+    def conv_ops(name, shape):
+        m = get_model(name, 10, width=WINOGRAD_MIN_CHANNELS, conv_impl="fused")  # layers 2-3: Winograd
+        v = init_model(m, jax.random.key(0), shape)
+        x = jnp.ones((2, *shape))
+        return str(jax.make_jaxpr(lambda p: apply_model(m, p, x).logits)(v)).count("conv_general_dilated")
+
+    assert conv_ops("ConvNet", (28, 28, 1)) == 0 and conv_ops("ConvNet", (32, 32, 3)) == 0
+    assert conv_ops("ConvNetBN", (28, 28, 1)) == 1  # batch norm, max pooling, other activations: layer by layer
+    assert conv_ops("ConvNetMP", (28, 28, 1)) == 1 and conv_ops("ConvNetAS", (28, 28, 1)) == 1
+    assert conv_ops("ConvNet", (8, 8, 4)) == 1  # more than STEM_MAX_CHANNELS input channels
+
+
+@pytest.mark.parametrize("impl", ["patches", "vjp", "winograd", "fused"])
 def test_convnet_impls_same_function_and_gradients(impl):
     x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
     y = jnp.array([0, 1, 2, 3])
     a = get_model("ConvNet", 10, width=16)
     b = get_model("ConvNet", 10, width=16, conv_impl=impl)
     v = init_model(a, jax.random.key(1), (28, 28, 1))
+    chex.assert_trees_all_equal(init_model(b, jax.random.key(1), (28, 28, 1)), v)  # same parameters, same names
 
     def loss(m, p, x):
         logits = apply_model(m, {"params": p}, x).logits
@@ -75,7 +141,7 @@ def test_convnet_impls_same_function_and_gradients(impl):
     chex.assert_trees_all_close(ga, gb, rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["patches", "vjp", "winograd"])
+@pytest.mark.parametrize("impl", ["patches", "vjp", "winograd", "fused"])
 def test_resnet_impls_same_function_and_gradients(impl):
     # strided 3x3 and 1x1 shortcut convolutions included (stage 2 has stride 2 and a width change); widths of 16
     # and more take the Winograd path proper
@@ -150,6 +216,6 @@ def test_with_conv_impl_switches_only_models_that_have_it():
 
 
 def test_get_model_resolves_auto_and_refuses_unknown_conv_impl():
-    assert get_model("ConvNet", 10, conv_impl="auto").conv_impl == "winograd"  # the suite runs on CPU
+    assert get_model("ConvNet", 10, conv_impl="auto").conv_impl == "fused"  # the suite runs on CPU
     with pytest.raises(JaxddError, match="conv_impl must be one of"):
         get_model("ConvNet", 10, conv_impl="pathces")

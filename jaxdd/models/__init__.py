@@ -66,11 +66,11 @@ def get_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
 
 
 def resolve_conv_impl(conv_impl: str | None) -> str | None:
-    """``"auto"``: the fastest measured convolution for this backend: ``"winograd"`` on CPU (experiments/PROFILE.md:
-    every row of the issue-5 benchmark), the library convolution (``"xla"``: cuDNN, TPU) on accelerators. Any other
-    value is returned as it is."""
+    """``"auto"``: the fastest measured convolution for this backend: ``"fused"`` on CPU (Winograd and the fused first
+    block; experiments/PROFILE.md: every row of the issue-5 benchmark), the library convolution (``"xla"``: cuDNN,
+    TPU) on accelerators. Any other value is returned as it is."""
     if conv_impl == "auto":
-        return "winograd" if jax.default_backend() == "cpu" else "xla"
+        return "fused" if jax.default_backend() == "cpu" else "xla"
     return conv_impl
 
 

@@ -4,8 +4,8 @@ ConvNet(width 128, depth 3, relu, instancenorm, avgpool): depth x [Conv3x3 (bias
 flatten -> Dense(num_classes). The first convolution of a 1-channel input uses padding 3 (so 28x28 becomes 32x32, as
 in the DD code); every other convolution uses padding 1.
 
-Convolutions have four numerically equivalent implementations, chosen per path by ``conv_impl`` (``"auto"`` in the
-methods' options: ``"winograd"`` on CPU, ``"xla"`` on accelerators; ``jaxdd.models.resolve_conv_impl``):
+Convolutions have five numerically equivalent implementations, chosen per path by ``conv_impl`` (``"auto"`` in the
+methods' options: ``"fused"`` on CPU, ``"xla"`` on accelerators; ``jaxdd.models.resolve_conv_impl``):
 - ``"xla"``: ``lax.conv_general_dilated`` (what ``nn.Conv`` does); best on GPU/TPU.
 - ``"patches"``: the 3x3 neighbourhood gathered by nine shifted slices, then one matmul. Its weight gradient is a
   matmul, which XLA:CPU runs fast inside ``lax.scan`` and unrolled meta-gradients, where the convolution weight
@@ -18,8 +18,13 @@ methods' options: ``"winograd"`` on CPU, ``"xla"`` on accelerators; ``jaxdd.mode
 - ``"winograd"``: Winograd's F(2x2, 3x3) minimal filtering (``conv3x3_winograd``): 16 batched matmuls with 2.25x
   fewer multiply-adds than the direct convolution, and additions for the tile transforms; JAX differentiates it
   to any order, all as matmuls. Layers with fewer than 16 input channels (the first, on images) use ``"vjp"``.
-  On XLA:CPU the fastest in every pass inside loops and in every row of the issue-5 benchmark
+  On XLA:CPU faster than the above in every pass inside loops and in every row of the issue-5 benchmark
   (experiments/PROFILE.md); under ``vmap`` over per-network weights its matmuls stay batched matmuls.
+- ``"fused"``: ``"winograd"``, and the ConvNet's first block on an image of at most ``STEM_MAX_CHANNELS`` channels
+  (conv, instance norm, ReLU, average pooling) as one function, ``conv_instnorm_relu_avgpool``, that never forms
+  the full-resolution (n, h, w, width) tensors between those layers: the norm's statistics come from each image's
+  9c x 9c patch covariance. Those tensors' memory-bound passes were a quarter to 40 % of a CPU training step. The
+  fastest on XLA:CPU in every row of the issue-5 benchmark (experiments/results/bench_vs_reference.md).
 ``tests/test_models.py`` pins each to ``"xla"`` (values, gradients, second order, inside ``lax.scan``).
 """
 from __future__ import annotations
@@ -33,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 Array = jax.Array
-CONV_IMPLS = ("xla", "patches", "vjp", "winograd")  # the ``conv_impl`` values of the ConvNet and ResNet families
+CONV_IMPLS = ("xla", "patches", "vjp", "winograd", "fused")  # the ConvNet and ResNet families' ``conv_impl`` values
 
 
 def torch_uniform_init(fan_in_axes: Sequence[int] | None = None):
@@ -146,7 +151,71 @@ def conv3x3_winograd(x: Array, kernel: Array, padding: int) -> Array:
     return y[:, :ho, :wo]
 
 
-CONV3X3 = {"patches": conv3x3_patches, "vjp": conv3x3_vjp, "winograd": conv3x3_winograd, "xla": _lax_conv}
+# First blocks of images with at most this many channels take the fused stem under conv_impl="fused"
+STEM_MAX_CHANNELS = 3
+
+
+def _stem_chain(x: Array, kernel: Array, scale: Array, padding: int, eps: float) -> tuple[Array, Array]:
+    """The small tensors of the stem: the 3x3 patches centred per image, pc (n, ho, wo, q) with q = 9c, and the
+    kernel normalised per image and output channel, v (n, q, o). The convolution z = P @ K + b has per-image mean
+    mean(P) @ K + b and variance diag(K^T cov(P) K), so instance norm of z is pc @ (K * rstd) and z is never formed."""
+    p = _patches3x3(x, padding)
+    n, ho, wo, q = p.shape
+    pc = p - p.mean(axis=(1, 2), keepdims=True)
+    pf = pc.reshape(n, ho * wo, q)
+    cov = jnp.einsum("npk,npj->nkj", pf, pf) / (ho * wo)
+    k = kernel.reshape(q, -1)
+    var = jnp.einsum("nkj,ko,jo->no", cov, k, k)
+    return pc, k[None] * (jax.lax.rsqrt(var + eps) * scale)[:, None, :]
+
+
+def _stem_pre(pc: Array, v: Array, shift: Array) -> Array:
+    """The normalised, affine pre-activation as q broadcast multiply-adds (XLA fuses them with ReLU and pooling)."""
+    return shift + sum(pc[..., j, None] * v[:, None, None, j, :] for j in range(pc.shape[-1]))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def conv_instnorm_relu_avgpool(x: Array, kernel: Array, bias: Array, scale: Array, shift: Array, padding: int,
+                               eps: float = 1e-5) -> Array:
+    """avgpool2x2(relu(instance_norm(conv3x3(x, kernel, padding) + bias) * scale + shift)), the ConvNet's first block,
+    for inputs with few channels (q = 9c patch values per pixel). Equal in real arithmetic to the four layers one
+    after another (float32: ~1e-6 relative, tested to second order), but it never forms the (n, ho, wo, o) tensors
+    between them, which on XLA:CPU are memory-bound passes (experiments/PROFILE.md):
+    - forward: instance-norm statistics from each image's q x q patch covariance, then one fused pass of q
+      multiply-adds, ReLU and pooling;
+    - backward: the ReLU mask and pooling give one (n, ho, wo, o) cotangent; two batched matmuls with the patches
+      and the normalised kernel take it to the small tensors, and JAX's autodiff of those does the rest. The bias
+      cancels in the norm: its gradient is exactly zero (the layer-by-layer path gives rounding noise).
+    Gradients of gradients are JAX's autodiff of the backward (matmuls and elementwise ops)."""
+    pc, v = _stem_chain(x, kernel, scale, padding, eps)
+    y = _stem_pre(pc, v, shift)
+    return nn.avg_pool(jnp.where(y > 0, y, 0.0), (2, 2), (2, 2))
+
+
+def _stem_fwd(x, kernel, bias, scale, shift, padding, eps):
+    # only the inputs are kept: the backward recomputes the small tensors and, fused into its first pass, the mask
+    return conv_instnorm_relu_avgpool(x, kernel, bias, scale, shift, padding, eps), (x, kernel, bias, scale, shift)
+
+
+def _stem_bwd(padding, eps, res, g):
+    x, kernel, bias, scale, shift = res
+    (pc, v), chain_vjp = jax.vjp(lambda x, k, s: _stem_chain(x, k, s, padding, eps), x, kernel, scale)
+    n, ho, wo, q = pc.shape
+    h2, w2, o = g.shape[1:]
+    gu = jnp.broadcast_to(g[:, :, None, :, None, :] * 0.25, (n, h2, 2, w2, 2, o)).reshape(n, 2 * h2, 2 * w2, o)
+    gu = jnp.pad(gu, ((0, 0), (0, ho - 2 * h2), (0, wo - 2 * w2), (0, 0)))  # odd sizes: pooling drops the last row
+    gy = jnp.where(_stem_pre(pc, v, shift) > 0, gu, 0.0)
+    gf = gy.reshape(n, ho * wo, o)
+    dv = jnp.einsum("npk,npo->nko", pc.reshape(n, ho * wo, q), gf)
+    dpc = jnp.einsum("npo,nko->npk", gf, v).reshape(pc.shape)
+    dx, dk, ds = chain_vjp((dpc, dv))
+    return dx, dk, jnp.zeros_like(bias), ds, gy.sum(axis=(0, 1, 2))
+
+
+conv_instnorm_relu_avgpool.defvjp(_stem_fwd, _stem_bwd)
+
+CONV3X3 = {"patches": conv3x3_patches, "vjp": conv3x3_vjp, "winograd": conv3x3_winograd, "fused": conv3x3_winograd,
+           "xla": _lax_conv}
 
 
 class Conv3x3(nn.Module):
@@ -156,15 +225,17 @@ class Conv3x3(nn.Module):
     init_scheme: str = "torch"
 
     @nn.compact
-    def __call__(self, x):
-        c = x.shape[-1]
+    def weights(self, c: int) -> tuple[Array, Array]:
+        """The (3, 3, c, features) kernel and the bias, for a c-channel input."""
         fan_in = 9 * c
         if self.init_scheme == "torch":
             k_init, b_init = torch_uniform_init((0, 1, 2)), _bias_init(fan_in)
         else:
             k_init, b_init = nn.initializers.lecun_normal(), nn.initializers.zeros
-        kernel = self.param("kernel", k_init, (3, 3, c, self.features))
-        bias = self.param("bias", b_init, (self.features,))
+        return self.param("kernel", k_init, (3, 3, c, self.features)), self.param("bias", b_init, (self.features,))
+
+    def __call__(self, x):
+        kernel, bias = self.weights(x.shape[-1])
         if self.impl not in CONV3X3:
             raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.impl!r}")
         return CONV3X3[self.impl](x, kernel, self.padding) + bias
@@ -192,13 +263,15 @@ class InstanceNorm(nn.Module):
     eps: float = 1e-5
 
     @nn.compact
+    def weights(self, c: int) -> tuple[Array, Array]:
+        """The per-channel scale and shift."""
+        return self.param("scale", nn.initializers.ones, (c,)), self.param("bias", nn.initializers.zeros, (c,))
+
     def __call__(self, x):
-        c = x.shape[-1]
         mean = x.mean(axis=(1, 2), keepdims=True)
         var = jnp.square(x - mean).mean(axis=(1, 2), keepdims=True)
         y = (x - mean) * jax.lax.rsqrt(var + self.eps)
-        scale = self.param("scale", nn.initializers.ones, (c,))
-        shift = self.param("bias", nn.initializers.zeros, (c,))
+        scale, shift = self.weights(x.shape[-1])
         return y * scale + shift
 
 
@@ -245,6 +318,10 @@ class ConvNet(nn.Module):
     conv_impl: str = "xla"
     init_scheme: str = "torch"
 
+    def _stem_applies(self, channels: int) -> bool:
+        return (channels <= STEM_MAX_CHANNELS and self.norm == "instancenorm" and self.act == "relu"
+                and self.pool == "avgpool")
+
     @nn.compact
     def __call__(self, x, train: bool = False, features: bool = False):
         act = _ACTS[self.act]
@@ -252,7 +329,13 @@ class ConvNet(nn.Module):
         h = x
         for d in range(self.depth):
             pad = 3 if (d == 0 and x.shape[-1] == 1) else 1
-            h = Conv3x3(self.width, padding=pad, impl=self.conv_impl, init_scheme=self.init_scheme, name=f"conv{d}")(h)
+            conv = Conv3x3(self.width, padding=pad, impl=self.conv_impl, init_scheme=self.init_scheme, name=f"conv{d}")
+            if self.conv_impl == "fused" and d == 0 and self._stem_applies(x.shape[-1]):
+                norm = InstanceNorm(name=f"norm{d}")
+                h = conv_instnorm_relu_avgpool(h, *conv.weights(h.shape[-1]), *norm.weights(self.width), pad, norm.eps)
+                feats[f"block{d + 1}"] = h
+                continue
+            h = conv(h)
             if self.norm == "instancenorm":
                 h = InstanceNorm(name=f"norm{d}")(h)
             elif self.norm == "batchnorm":

@@ -96,7 +96,7 @@ def _register():
                  Option("real_per_class", int, 256, "real images per class per iteration"),
                  Option("class_batch", int, -1, "classes per real-side forward (0 = all; -1 = 1 on CPU, all on "
                         "accelerators; batch-norm models always all)"),
-                 Option("conv_impl", str, "auto", "convolution implementation ('' = the model's; auto = winograd "
+                 Option("conv_impl", str, "auto", "convolution implementation ('' = the model's; auto = fused "
                         "on CPU, xla on accelerators)", ("", "auto") + CONV_IMPLS)),
         help="distribution matching (Zhao & Bilen, WACV 2023)",
         tiny=lambda ctx, tmp: {"real_per_class": 4},

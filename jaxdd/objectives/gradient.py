@@ -20,14 +20,15 @@ set or, after the ``outer_loop``-th round, replaces it with a fresh random netwo
 
 and ``aux["dc_round"]`` says which round a step was. The inner training (SGD, lr ``net_lr`` 0.01, no momentum, batch
 256, DSA non-Siamese for DSA) is a ``lax.scan`` inside the jitted step. The registered methods build the network
-with ``conv_impl="auto"`` by default (option ``conv_impl``; Winograd on CPU, the library convolution on
-accelerators): XLA:CPU runs a convolution weight gradient ~40x slower inside scan (jax-ml/jax#12868), and the
-per-class (vmapped) second-order gradients of the matching ran 6.3x faster with patches than with ``lax.conv``
-(4.1 s vs 25.8 s for IPC 1, 8 real images/class, ConvNet-3 on 28x28, loaded 2-core CPU); "vjp" (``lax.conv``
-forward, matmul and forward-convolution gradients) is 16 % faster again than patches on a DC IPC-10 iteration,
-and "winograd" faster again (experiments/PROFILE.md). The implementations are numerically equal and share the
-parameter tree. On CPU the real-side gradients run one class at a time (``class_batch`` -1 = 1 there): a DC
-IPC-10 iteration takes 239 s instead of 323 s with all 2560 images in one batch (experiments/PROFILE.md).
+with ``conv_impl="auto"`` by default (option ``conv_impl``; on CPU Winograd with the fused first block, the library
+convolution on accelerators): XLA:CPU runs a convolution weight gradient ~40x slower inside scan (jax-ml/jax#12868),
+and the per-class (vmapped) second-order gradients of the matching ran 6.3x faster with patches than with
+``lax.conv`` (4.1 s vs 25.8 s for IPC 1, 8 real images/class, ConvNet-3 on 28x28, loaded 2-core CPU); "vjp"
+(``lax.conv`` forward, matmul and forward-convolution gradients) is 16 % faster again than patches on a DC IPC-10
+iteration, and "winograd" and "fused" faster again (experiments/PROFILE.md). The implementations are numerically
+equal and share the parameter tree. On CPU the real-side gradients run one class at a time (``class_batch`` -1 = 1
+there): a DC IPC-10 iteration takes 239 s instead of 323 s with all 2560 images in one batch
+(experiments/PROFILE.md).
 
 Batch-norm models: as in the reference, a train-mode forward of (up to) 16 real images per class sets the batch
 statistics, which are then frozen (eval mode) for the matching.
@@ -260,7 +261,7 @@ def _options(with_dsa: bool):
         Option("real_per_class", int, 256, "real images per class per step"),
         Option("net_lr", float, 0.01, "learning rate of the network's inner training (SGD, no momentum)"),
         Option("conv_impl", str, "auto", "convolution implementation of the matched and inner-trained network "
-               "('' = the model's; auto = winograd on CPU, xla on accelerators; winograd, vjp and patches avoid "
+               "('' = the model's; auto = fused on CPU, xla on accelerators; fused, winograd, vjp and patches avoid "
                "XLA:CPU's slow (vmapped, scanned) convolution gradients)", ("", "auto") + CONV_IMPLS),
         Option("inner_conv_impl", str, "", "conv_impl of the inner-trained twin only ('' = as conv_impl)",
                ("", "auto") + CONV_IMPLS),

@@ -125,7 +125,7 @@ def _register():
             Option("nets", int, 1, "random initialisations per outer step (vmapped, losses averaged)"),
             Option("init_lr", float, 0.02, "initial learned inner learning rate (softplus-parameterised)"),
             Option("conv_impl", str, "auto", "convolution implementation of the unrolled network ('' = the "
-                   "model's; auto = winograd on CPU, xla on accelerators; winograd, vjp and patches are fast on "
+                   "model's; auto = fused on CPU, xla on accelerators; fused, winograd, vjp and patches are fast on "
                    "XLA:CPU inside scan)", ("", "auto") + CONV_IMPLS),
         ),
         help="BPTT performance matching, the original dataset distillation (Wang et al., 2018)",

@@ -177,9 +177,9 @@ def mtt(module, num_classes: int, buffer, *, syn_steps: int = 20, expert_epochs:
         batch_syn: int = 0, memory: str = "constant", remat_every: int = 1, strategy: str | None = aug.DSA_DEFAULT,
         lr_teacher: float = 0.01, lr_param: str = "raw", image_shape: tuple[int, int, int] | None = None
         ) -> Objective:
-    """The MTT objective. ``module``: the student network (use ``conv_impl="winograd"``, ``"vjp"`` or ``"patches"``
-    on CPU); ``buffer``: an ``jaxdd.experts.ExpertBuffer`` of experts of the same architecture. ``batch_syn`` 0 = the
-    whole set per step."""
+    """The MTT objective. ``module``: the student network (use ``conv_impl="fused"``, ``"winograd"``, ``"vjp"``
+    or ``"patches"`` on CPU); ``buffer``: an ``jaxdd.experts.ExpertBuffer`` of experts of the same architecture.
+    ``batch_syn`` 0 = the whole set per step."""
     from jax.flatten_util import ravel_pytree
 
     from jaxdd.experts import param_layout
@@ -328,8 +328,8 @@ def _register():
             Option("lr_teacher", float, 0.01, "initial learned inner lr"),
             Option("lr_param", str, "raw", "inner lr as is (raw, MTT) or softplus of the learnable (extension)",
                    choices=LR_PARAMS),
-            Option("conv_impl", str, "auto", "student convolutions: auto (winograd on CPU, xla on accelerators), "
-                   "winograd, vjp or patches (fast inside scan on CPU) or xla", choices=("auto",) + CONV_IMPLS),
+            Option("conv_impl", str, "auto", "student convolutions: auto (fused on CPU, xla on accelerators), "
+                   "fused, winograd, vjp or patches (fast inside scan on CPU) or xla", choices=("auto",) + CONV_IMPLS),
             Option("dsa", str, aug.DSA_DEFAULT, "DSA strategy for matching ('' or none disables)"),
             Option("allow_partial_buffer", bool, False, "use the finished experts of an incomplete buffer"),
         ),
