@@ -39,6 +39,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+from jaxdd.hostmem import reexec_with_hugepages  # noqa: E402
 from jaxdd.models.convnet import CONV_IMPLS  # noqa: E402
 SHAPES = {"fmnist": (28, 28, 1), "cifar": (32, 32, 3)}
 
@@ -232,6 +233,7 @@ def _markdown(res: dict) -> str:
 
 
 def main(argv=None) -> int:
+    reexec_with_hugepages()  # as the jaxdd command does (jaxdd.hostmem; JAXDD_HUGEPAGES=0: off)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     p.add_argument("--ipcs", nargs="+", type=int, default=[1, 10])

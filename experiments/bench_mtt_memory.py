@@ -40,6 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+from jaxdd.hostmem import reexec_with_hugepages  # noqa: E402
 from jaxdd.models.convnet import CONV_IMPLS  # noqa: E402
 
 
@@ -129,6 +130,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
+    reexec_with_hugepages()  # as the jaxdd command does (jaxdd.hostmem; JAXDD_HUGEPAGES=0: off)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 80])
     p.add_argument("--memory", nargs="+", default=["constant", "remat", "full"])

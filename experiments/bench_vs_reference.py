@@ -38,6 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+from jaxdd.hostmem import reexec_with_hugepages  # noqa: E402
 from jaxdd.models.convnet import CONV_IMPLS  # noqa: E402
 SHAPE = (28, 28, 1)
 # the issue's figures: (work, seconds, peak GiB or None)
@@ -84,7 +85,8 @@ def child(job: dict) -> dict:
 
 
 def markdown(res: dict) -> str:
-    lines = [f"# jaxdd vs the PyTorch reference (issue 5)\n\n`{res['command']}` on {res['machine']}.\n",
+    lines = [f"# jaxdd vs the PyTorch reference (issue 5)\n\n`{res['command']}` on {res['machine']}; host malloc "
+             f"GLIBC_TUNABLES={res.get('glibc_tunables')} (jaxdd.hostmem).\n",
              "Reference: the issue's figures (torch 2.13 CPU, 2 threads, same machine). Speed-up = reference seconds /"
              " jaxdd seconds (> 1: jaxdd faster).\n",
              "| work | reference s | jaxdd s | speed-up | reference peak GiB | jaxdd peak RSS GiB | conv | cores | "
@@ -108,6 +110,7 @@ def markdown(res: dict) -> str:
 
 
 def main(argv=None) -> int:
+    reexec_with_hugepages()  # as the jaxdd command does; the rows' processes inherit it (JAXDD_HUGEPAGES=0: off)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="+", default=list(REFERENCE), choices=list(REFERENCE))
     p.add_argument("--conv-impl", default="auto", choices=("auto",) + CONV_IMPLS,
@@ -125,7 +128,8 @@ def main(argv=None) -> int:
         print("ROW " + json.dumps(child(json.loads(args.child))), flush=True)
         return 0
     res = {"command": " ".join(["python experiments/bench_vs_reference.py", *(argv or sys.argv[1:])]),
-           "machine": f"{platform.machine()}, {os.cpu_count()} cores", "rows": []}
+           "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+           "glibc_tunables": os.environ.get("GLIBC_TUNABLES"), "rows": []}
     stem = Path(args.out)
     stem.parent.mkdir(parents=True, exist_ok=True)
     for row in args.rows:

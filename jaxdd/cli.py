@@ -158,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the console script: restart with huge-page malloc (jaxdd.hostmem); in-process callers do not
+        from jaxdd.hostmem import reexec_with_hugepages
+
+        reexec_with_hugepages()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -170,7 +170,8 @@ def _stem_chain(x: Array, kernel: Array, scale: Array, padding: int, eps: float)
 
 
 def _stem_pre(pc: Array, v: Array, shift: Array) -> Array:
-    """The normalised, affine pre-activation as q broadcast multiply-adds (XLA fuses them with ReLU and pooling)."""
+    """The normalised, affine pre-activation as q broadcast multiply-adds, which XLA fuses with what consumes them
+    (the ReLU; in the backward the mask and the pooling's cotangent)."""
     return shift + sum(pc[..., j, None] * v[:, None, None, j, :] for j in range(pc.shape[-1]))
 
 
@@ -180,9 +181,10 @@ def conv_instnorm_relu_avgpool(x: Array, kernel: Array, bias: Array, scale: Arra
     """avgpool2x2(relu(instance_norm(conv3x3(x, kernel, padding) + bias) * scale + shift)), the ConvNet's first block,
     for inputs with few channels (q = 9c patch values per pixel). Equal in real arithmetic to the four layers one
     after another (float32: ~1e-6 relative, tested to second order), but it never forms the (n, ho, wo, o) tensors
-    between them, which on XLA:CPU are memory-bound passes (experiments/PROFILE.md):
+    between them (the convolution's output, the normalised one), which on XLA:CPU are memory-bound passes
+    (experiments/PROFILE.md):
     - forward: instance-norm statistics from each image's q x q patch covariance, then one fused pass of q
-      multiply-adds, ReLU and pooling;
+      multiply-adds and the ReLU (the only full-resolution tensor it writes), then the pooling;
     - backward: the ReLU mask and pooling give one (n, ho, wo, o) cotangent; two batched matmuls with the patches
       and the normalised kernel take it to the small tensors, and JAX's autodiff of those does the rest. The bias
       cancels in the norm: its gradient is exactly zero (the layer-by-layer path gives rounding noise).

@@ -1,0 +1,28 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxdd.hostmem import TUNABLE, hugepages_supported
+
+SHOW = ("import os; from jaxdd.hostmem import reexec_with_hugepages; print(os.getpid(), os.environ.get('GLIBC_TUNABLES'),"
+        " flush=True); reexec_with_hugepages()")
+
+
+def _run(env_extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "JAXDD_HUGEPAGES")}
+    out = subprocess.run([sys.executable, "-c", SHOW], env={**env, **env_extra}, capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split("\n")
+    return [line.split(" ", 1) for line in out if line]
+
+
+@pytest.mark.skipif(not hugepages_supported(), reason="needs Linux, glibc >= 2.35 and transparent huge pages")
+def test_reexec_sets_the_tunable_once_keeps_others_and_can_be_turned_off():
+    first, second = _run({"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"})  # the same process, restarted once
+    assert first[0] == second[0]
+    assert first[1] == "glibc.malloc.arena_max=4" and second[1] == "glibc.malloc.arena_max=4:" + TUNABLE
+    (off,) = _run({"JAXDD_HUGEPAGES": "0"})  # turned off: no restart, nothing set
+    assert off[1] == "None"
+    (only,) = _run({"GLIBC_TUNABLES": TUNABLE})  # already set: no restart
+    assert only[1] == TUNABLE
