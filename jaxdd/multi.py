@@ -45,7 +45,7 @@ import optax
 from jaxdd import sharding as shd
 from jaxdd.distill import (DistillConfig, DistillState, RealPool, _Interrupt, _read_metrics, decode_synthetic,
                            distill_step, init_state)
-from jaxdd.models import apply_model, get_model, init_model
+from jaxdd.models import apply_model, init_model
 from jaxdd.objectives.base import Objective
 from jaxdd.synthetic.base import Parameterization
 from jaxdd.train import TrainProtocol, accuracy, epoch_plan, make_train_step, sgd

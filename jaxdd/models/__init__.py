@@ -59,18 +59,23 @@ def get_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
     if not isinstance(num_classes, int) or num_classes < 2:
         raise JaxddError(f"num_classes must be an int >= 2, got {num_classes!r}")
     if "conv_impl" in overrides:  # "auto" resolves here, so model kwargs may name it too
-        overrides = {**overrides, "conv_impl": resolve_conv_impl(overrides["conv_impl"])}
-        if overrides["conv_impl"] not in CONV_IMPLS:
+        conv_impl = resolve_conv_impl(overrides["conv_impl"])
+        if not conv_impl:
             raise JaxddError(f"conv_impl must be one of {CONV_IMPLS} or 'auto', got {overrides['conv_impl']!r}")
+        overrides = {**overrides, "conv_impl": conv_impl}
     return _REGISTRY[name](num_classes, **overrides)
 
 
 def resolve_conv_impl(conv_impl: str | None) -> str | None:
     """``"auto"``: the fastest measured convolution for this backend: ``"fused"`` on CPU (Winograd and the fused first
     block; experiments/PROFILE.md: every row of the issue-5 benchmark), the library convolution (``"xla"``: cuDNN,
-    TPU) on accelerators. Any other value is returned as it is."""
+    TPU) on accelerators. A falsy value (the model's own) is returned as it is; anything else not in ``CONV_IMPLS``
+    raises ``JaxddError``."""
     if conv_impl == "auto":
         return "fused" if jax.default_backend() == "cpu" else "xla"
+    if conv_impl and conv_impl not in CONV_IMPLS:
+        raise JaxddError(f"conv_impl must be one of {CONV_IMPLS}, 'auto' (or '' for the model's own), got "
+                         f"{conv_impl!r}")
     return conv_impl
 
 
@@ -79,9 +84,6 @@ def with_conv_impl(module: nn.Module, conv_impl: str | None) -> nn.Module:
     ``resolve_conv_impl``) where its architecture has the setting (the ConvNet family, ResNets); other modules (MLP)
     and a falsy ``conv_impl`` return it unchanged."""
     conv_impl = resolve_conv_impl(conv_impl)
-    if conv_impl and conv_impl not in CONV_IMPLS:
-        raise JaxddError(f"conv_impl must be one of {CONV_IMPLS}, 'auto' (or '' for the model's own), got "
-                         f"{conv_impl!r}")
     if conv_impl and hasattr(module, "conv_impl"):
         return module.clone(conv_impl=conv_impl)
     return module

@@ -13,8 +13,9 @@ with the running ones. Momentum 0.9 in Flax's convention = PyTorch momentum 0.1;
 ``__call__(x, train=False, features=False)`` returns logits, or ``(logits, feats)`` with ``"block1"``.. (each stage's
 output) and ``"embedding"`` (the pooled feature vector). Weights use PyTorch's default init by default
 (``init_scheme="torch"``; ``"flax"`` = LeCun normal). ``conv_impl="patches"`` computes convolutions as shifted slices
-+ matmul, ``"vjp"`` as ``lax.conv`` with matmul/forward-convolution gradients, ``"winograd"`` by Winograd's F(2x2, 3x3)
-(numerically equal; fast weight gradients inside ``lax.scan`` on XLA:CPU, see ``jaxdd.models.convnet``).
++ matmul, ``"vjp"`` as ``lax.conv`` with matmul/forward-convolution gradients, ``"winograd"`` and ``"fused"`` (whose
+fused first block only the ConvNet has) by Winograd's F(2x2, 3x3) (numerically equal; fast weight gradients inside
+``lax.scan`` on XLA:CPU, see ``jaxdd.models.convnet``).
 """
 from __future__ import annotations
 

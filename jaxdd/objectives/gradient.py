@@ -156,7 +156,7 @@ def gradient_matching(module: nn.Module, num_classes: int, image_shape: tuple[in
 
     module: the network whose gradients are matched (a fresh random instance every ``outer_loop`` steps).
     inner_module: the same network for the inner training (default: ``module``; on CPU pass the
-    ``conv_impl="winograd"`` twin). class_batch: classes batched together for the real-side gradients (0 = all)."""
+    ``conv_impl="fused"`` twin). class_batch: classes batched together for the real-side gradients (0 = all)."""
     if distance not in DISTANCES:
         raise JaxddError(f"distance must be one of {DISTANCES}, got {distance!r}")
     if outer_loop < 1 or inner_loop < 0:
