@@ -106,7 +106,10 @@ def test_fused_first_block_equals_the_layers_to_second_order_and_in_scan(shape, 
     vk, vs = jnp.stack([k, 2 * k]), jnp.stack([s, -s])
     got = jax.vmap(jax.grad(f, (2, 4)), (None, None, 0, None, 0, None))(conv_instnorm_relu_avgpool, x, vk, b, vs, t)
     want = jax.vmap(jax.grad(f, (2, 4)), (None, None, 0, None, 0, None))(_block_by_layers, x, vk, b, vs, t)
-    chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
+    for g, wnt in zip(got, want):  # per network, at 1e-4 of that gradient's scale, as above
+        scale = jnp.abs(wnt).max(axis=tuple(range(1, wnt.ndim)))
+        assert bool(jnp.all(scale > 1e-3)) and bool(jnp.all(jnp.abs(g - wnt).max(axis=tuple(range(1, wnt.ndim)))
+                                                              <= 1e-4 * scale))
 
 
 def test_fused_convnet_takes_the_stem_only_where_it_applies():

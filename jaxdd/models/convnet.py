@@ -15,7 +15,7 @@ methods' options: ``"fused"`` on CPU, ``"xla"`` on accelerators; ``jaxdd.models.
   is 2.4x faster than ``"patches"``, training steps, second-order passes and scanned unrolls 7-16 % faster
   (experiments/PROFILE.md); accelerators run its convolutions in cuDNN/TPU kernels. The CPU default of every
   differentiated loop before ``"winograd"``.
-- ``"winograd"``: Winograd's F(2x2, 3x3) minimal filtering (``conv3x3_winograd``): 16 batched matmuls with 2.25x
+- ``"winograd"``: Winograd's F(2x2, 3x3) minimal filtering (``conv3x3_winograd``): 16 matmuls with 2.25x
   fewer multiply-adds than the direct convolution, and additions for the tile transforms; JAX differentiates it
   to any order, all as matmuls. Layers with fewer than 16 input channels (the first, on images) use ``"vjp"``.
   On XLA:CPU faster than the above in every pass inside loops and in every row of the issue-5 benchmark
@@ -126,12 +126,19 @@ def _wino_at(m0, m1, m2, m3):
 
 
 def conv3x3_winograd(x: Array, kernel: Array, padding: int) -> Array:
-    """3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3): 16 batched (tiles x c) @ (c x o)
-    matmuls where the direct convolution does 36 per 2x2 output tile, so 2.25x fewer multiply-adds, and tile
-    transforms that are additions only. Every pass (input and weight gradients, gradients of gradients) is JAX's
-    autodiff of those matmuls and additions: no convolution op is left. Exact in real arithmetic; in float32 it
-    differs from ``lax.conv`` by rounding (~1e-6 relative, tested). x: (n,h,w,c), kernel: (3,3,c,o), padding >= 0;
-    inputs with fewer than ``WINOGRAD_MIN_CHANNELS`` channels go to ``conv3x3_vjp``."""
+    """3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3): 16 (tiles x c) @ (c x o) matmuls, one
+    per position in the 4x4 transformed tile, where the direct convolution does 36 per 2x2 output tile, so 2.25x
+    fewer multiply-adds, and tile transforms that are additions only. Every pass (input and weight gradients,
+    gradients of gradients) is JAX's autodiff of those matmuls and additions: no convolution op is left. Exact in
+    real arithmetic; in float32 it differs from ``lax.conv`` by rounding (~1e-6 relative, tested). x: (n,h,w,c),
+    kernel: (3,3,c,o), padding >= 0; inputs with fewer than ``WINOGRAD_MIN_CHANNELS`` channels go to
+    ``conv3x3_vjp``.
+
+    The 16 positions stay 16 separate arrays from the input transform to the output transform: stacked into one
+    (16, tiles, c) operand of a batched matmul, XLA:CPU wrote them once and copied them again into the stack, and the
+    autodiff transpose of indexing the stacked product back out was zero-padding and summing full-size cotangents.
+    Kept apart, every transform and its transpose is one elementwise pass (15-35 % less time for this layer's
+    forward and gradients on CPU, the same sums; experiments/PROFILE.md finding 14)."""
     n, h, w, c = x.shape
     if c < WINOGRAD_MIN_CHANNELS:
         return conv3x3_vjp(x, kernel, padding)
@@ -140,14 +147,13 @@ def conv3x3_winograd(x: Array, kernel: Array, padding: int) -> Array:
     th, tw = (ho + 1) // 2, (wo + 1) // 2  # 2x2 output tiles; an odd output size is padded and cropped
     xp = jnp.pad(x, ((0, 0), (padding, padding + 2 * th - ho), (padding, padding + 2 * tw - wo), (0, 0)))
     rows = _wino_bt(*[xp[:, i:i + 2 * th:2] for i in range(4)])  # input tiles start every 2 pixels
-    v = jnp.stack([t for r in rows for t in _wino_bt(*[r[:, :, j:j + 2 * tw:2] for j in range(4)])])
+    v = [[t.reshape(n * th * tw, c) for t in _wino_bt(*[r[:, :, j:j + 2 * tw:2] for j in range(4)])] for r in rows]
     g = jnp.asarray(_WINO_G, kernel.dtype)
-    u = jnp.einsum("ai,ijco,bj->abco", g, kernel, g).reshape(16, c, o)
-    m = jax.lax.dot_general(v.reshape(16, n * th * tw, c), u, (((2,), (1,)), ((0,), (0,))))
-    m = m.reshape(4, 4, n, th, tw, o)
-    m = jnp.stack(_wino_at(*m))  # (2, 4, n, th, tw, o)
-    m = jnp.stack(_wino_at(*(m[:, j] for j in range(4))), axis=1)  # (2, 2, n, th, tw, o)
-    y = m.transpose(2, 3, 0, 4, 1, 5).reshape(n, 2 * th, 2 * tw, o)
+    u = jnp.einsum("ai,ijco,bj->abco", g, kernel, g)
+    m = [[v[i][j] @ u[i, j] for j in range(4)] for i in range(4)]
+    m = [_wino_at(*col) for col in zip(*m)]  # A^T along the tile rows: m[j][p], p in (0, 1)
+    y = jnp.stack([jnp.stack(_wino_at(*col)) for col in zip(*m)])  # A^T along the tile columns: (2, 2, tiles, o)
+    y = y.reshape(2, 2, n, th, tw, o).transpose(2, 3, 0, 4, 1, 5).reshape(n, 2 * th, 2 * tw, o)
     return y[:, :ho, :wo]
 
 
@@ -156,23 +162,28 @@ STEM_MAX_CHANNELS = 3
 
 
 def _stem_chain(x: Array, kernel: Array, scale: Array, padding: int, eps: float) -> tuple[Array, Array]:
-    """The small tensors of the stem: the 3x3 patches centred per image, pc (n, ho, wo, q) with q = 9c, and the
-    kernel normalised per image and output channel, v (n, q, o). The convolution z = P @ K + b has per-image mean
-    mean(P) @ K + b and variance diag(K^T cov(P) K), so instance norm of z is pc @ (K * rstd) and z is never formed."""
-    p = _patches3x3(x, padding)
-    n, ho, wo, q = p.shape
-    pc = p - p.mean(axis=(1, 2), keepdims=True)
-    pf = pc.reshape(n, ho * wo, q)
-    cov = jnp.einsum("npk,npj->nkj", pf, pf) / (ho * wo)
-    k = kernel.reshape(q, -1)
+    """The small tensors of the stem: the 3x3 patches centred per image, pc (q, n, ho, wo) with q = 9c in the
+    kernel's (i, j, c) order, and the kernel normalised per image and output channel, v (n, q, o). The convolution
+    z = P @ K + b has per-image mean mean(P) @ K + b and variance diag(K^T cov(P) K), so instance norm of z is
+    pc @ (K * rstd) and z is never formed. The patch index q leads: stacking the q shifted planes is a copy of
+    contiguous blocks, where concatenating them along a last axis of 9 was an element-wise scatter (~6x slower in the
+    DM step on CPU)."""
+    n, h, w, c = x.shape
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    ho, wo = h + 2 * padding - 2, w + 2 * padding - 2
+    p = jnp.stack([xp[:, i:i + ho, j:j + wo, ch] for i in range(3) for j in range(3) for ch in range(c)])
+    pc = p - p.mean(axis=(2, 3), keepdims=True)
+    pf = pc.reshape(9 * c, n, ho * wo)
+    cov = jnp.einsum("knp,jnp->nkj", pf, pf) / (ho * wo)
+    k = kernel.reshape(9 * c, -1)
     var = jnp.einsum("nkj,ko,jo->no", cov, k, k)
     return pc, k[None] * (jax.lax.rsqrt(var + eps) * scale)[:, None, :]
 
 
 def _stem_pre(pc: Array, v: Array, shift: Array) -> Array:
-    """The normalised, affine pre-activation as q broadcast multiply-adds, which XLA fuses with what consumes them
-    (the ReLU; in the backward the mask and the pooling's cotangent)."""
-    return shift + sum(pc[..., j, None] * v[:, None, None, j, :] for j in range(pc.shape[-1]))
+    """The normalised, affine pre-activation (n, ho, wo, o) as q broadcast multiply-adds, which XLA fuses with what
+    consumes them (the ReLU and pooling; in the backward the mask and the pooling's cotangent)."""
+    return shift + sum(pc[j][..., None] * v[:, None, None, j, :] for j in range(pc.shape[0]))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
@@ -183,15 +194,19 @@ def conv_instnorm_relu_avgpool(x: Array, kernel: Array, bias: Array, scale: Arra
     after another (float32: ~1e-6 relative, tested to second order), but it never forms the (n, ho, wo, o) tensors
     between them (the convolution's output, the normalised one), which on XLA:CPU are memory-bound passes
     (experiments/PROFILE.md):
-    - forward: instance-norm statistics from each image's q x q patch covariance, then one fused pass of q
-      multiply-adds and the ReLU (the only full-resolution tensor it writes), then the pooling;
+    - forward: instance-norm statistics from each image's q x q patch covariance, then one fused pass that, for each
+      pooled output, does the q multiply-adds and the ReLU at its four window positions and averages them: no
+      full-resolution tensor is written;
     - backward: the ReLU mask and pooling give one (n, ho, wo, o) cotangent; two batched matmuls with the patches
       and the normalised kernel take it to the small tensors, and JAX's autodiff of those does the rest. The bias
       cancels in the norm: its gradient is exactly zero (the layer-by-layer path gives rounding noise).
     Gradients of gradients are JAX's autodiff of the backward (matmuls and elementwise ops)."""
     pc, v = _stem_chain(x, kernel, scale, padding, eps)
-    y = _stem_pre(pc, v, shift)
-    return nn.avg_pool(jnp.where(y > 0, y, 0.0), (2, 2), (2, 2))
+    h2, w2 = pc.shape[2] // 2, pc.shape[3] // 2  # odd sizes: pooling drops the last row / column
+    # one pass per 2x2 window position on that position's patches, summed: the ReLU'd (n, ho, wo, o) tensor is never
+    # written (2x faster than ReLU then nn.avg_pool on CPU, experiments/PROFILE.md finding 14)
+    windows = [pc[:, :, a:2 * h2:2, b:2 * w2:2] for a in (0, 1) for b in (0, 1)]
+    return 0.25 * sum(jnp.maximum(_stem_pre(pw, v, shift), 0.0) for pw in windows)
 
 
 def _stem_fwd(x, kernel, bias, scale, shift, padding, eps):
@@ -202,14 +217,14 @@ def _stem_fwd(x, kernel, bias, scale, shift, padding, eps):
 def _stem_bwd(padding, eps, res, g):
     x, kernel, bias, scale, shift = res
     (pc, v), chain_vjp = jax.vjp(lambda x, k, s: _stem_chain(x, k, s, padding, eps), x, kernel, scale)
-    n, ho, wo, q = pc.shape
+    q, n, ho, wo = pc.shape
     h2, w2, o = g.shape[1:]
     gu = jnp.broadcast_to(g[:, :, None, :, None, :] * 0.25, (n, h2, 2, w2, 2, o)).reshape(n, 2 * h2, 2 * w2, o)
     gu = jnp.pad(gu, ((0, 0), (0, ho - 2 * h2), (0, wo - 2 * w2), (0, 0)))  # odd sizes: pooling drops the last row
     gy = jnp.where(_stem_pre(pc, v, shift) > 0, gu, 0.0)
     gf = gy.reshape(n, ho * wo, o)
-    dv = jnp.einsum("npk,npo->nko", pc.reshape(n, ho * wo, q), gf)
-    dpc = jnp.einsum("npo,nko->npk", gf, v).reshape(pc.shape)
+    dv = jnp.einsum("knp,npo->nko", pc.reshape(q, n, ho * wo), gf)
+    dpc = jnp.einsum("npo,nko->knp", gf, v).reshape(pc.shape)
     dx, dk, ds = chain_vjp((dpc, dv))
     return dx, dk, jnp.zeros_like(bias), ds, gy.sum(axis=(0, 1, 2))
 
