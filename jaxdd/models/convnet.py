@@ -62,11 +62,16 @@ def _bias_init(fan_in: int):
     return init
 
 
-def _patches3x3(x: Array, padding: int) -> Array:
-    """The 3x3 neighbourhoods of the padded x: (n, ho, wo, 9c), ordered (i, j, c) like a (3,3,c,o) kernel."""
+def _shifted3x3(x: Array, padding: int) -> list[Array]:
+    """The nine (n, ho, wo, c) slices of the padded x under a 3x3 window, in a (3,3,c,o) kernel's (i, j) order."""
     xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     ho, wo = xp.shape[1] - 2, xp.shape[2] - 2
-    return jnp.concatenate([xp[:, i:i + ho, j:j + wo, :] for i in range(3) for j in range(3)], axis=-1)
+    return [xp[:, i:i + ho, j:j + wo, :] for i in range(3) for j in range(3)]
+
+
+def _patches3x3(x: Array, padding: int) -> Array:
+    """The 3x3 neighbourhoods of the padded x: (n, ho, wo, 9c), ordered (i, j, c) like a (3,3,c,o) kernel."""
+    return jnp.concatenate(_shifted3x3(x, padding), axis=-1)
 
 
 def conv3x3_patches(x: Array, kernel: Array, padding: int) -> Array:
@@ -137,8 +142,8 @@ def conv3x3_winograd(x: Array, kernel: Array, padding: int) -> Array:
     The 16 positions stay 16 separate arrays from the input transform to the output transform: stacked into one
     (16, tiles, c) operand of a batched matmul, XLA:CPU wrote them once and copied them again into the stack, and the
     autodiff transpose of indexing the stacked product back out was zero-padding and summing full-size cotangents.
-    Kept apart, every transform and its transpose is one elementwise pass (15-35 % less time for this layer's
-    forward and gradients on CPU, the same sums; experiments/PROFILE.md finding 14)."""
+    Kept apart, every transform and its transpose is one elementwise pass (10-30 % less time for this layer's
+    forward and gradients on CPU, the same sums: experiments/results/bench_winograd.md)."""
     n, h, w, c = x.shape
     if c < WINOGRAD_MIN_CHANNELS:
         return conv3x3_vjp(x, kernel, padding)
@@ -168,14 +173,12 @@ def _stem_chain(x: Array, kernel: Array, scale: Array, padding: int, eps: float)
     pc @ (K * rstd) and z is never formed. The patch index q leads: stacking the q shifted planes is a copy of
     contiguous blocks, where concatenating them along a last axis of 9 was an element-wise scatter (~6x slower in the
     DM step on CPU)."""
-    n, h, w, c = x.shape
-    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    ho, wo = h + 2 * padding - 2, w + 2 * padding - 2
-    p = jnp.stack([xp[:, i:i + ho, j:j + wo, ch] for i in range(3) for j in range(3) for ch in range(c)])
+    p = jnp.stack([s[..., ch] for s in _shifted3x3(x, padding) for ch in range(x.shape[-1])])
     pc = p - p.mean(axis=(2, 3), keepdims=True)
-    pf = pc.reshape(9 * c, n, ho * wo)
+    q, n, ho, wo = pc.shape
+    pf = pc.reshape(q, n, ho * wo)
     cov = jnp.einsum("knp,jnp->nkj", pf, pf) / (ho * wo)
-    k = kernel.reshape(9 * c, -1)
+    k = kernel.reshape(q, -1)
     var = jnp.einsum("nkj,ko,jo->no", cov, k, k)
     return pc, k[None] * (jax.lax.rsqrt(var + eps) * scale)[:, None, :]
 
@@ -204,7 +207,7 @@ def conv_instnorm_relu_avgpool(x: Array, kernel: Array, bias: Array, scale: Arra
     pc, v = _stem_chain(x, kernel, scale, padding, eps)
     h2, w2 = pc.shape[2] // 2, pc.shape[3] // 2  # odd sizes: pooling drops the last row / column
     # one pass per 2x2 window position on that position's patches, summed: the ReLU'd (n, ho, wo, o) tensor is never
-    # written (2x faster than ReLU then nn.avg_pool on CPU, experiments/PROFILE.md finding 14)
+    # written (the block's forward on 100 28x28 images 7.0 ms, 13.5 ms when it was: experiments/results/bench_stem.md)
     windows = [pc[:, :, a:2 * h2:2, b:2 * w2:2] for a in (0, 1) for b in (0, 1)]
     return 0.25 * sum(jnp.maximum(_stem_pre(pw, v, shift), 0.0) for pw in windows)
 
