@@ -11,8 +11,9 @@ not depend on pixel values):
   dm        one DM outer iteration: IPC 10, DSA (Siamese, the default strategy), 256 real images/class, a fresh
             network (``bench_dm.child_distill``)
   dc        one DC outer iteration: IPC 10, 10 outer loops x 50 inner epochs, no augmentation. One jaxdd step is one
-            outer-loop round; ``--dc-rounds`` rounds are timed and the iteration is 10 x their mean (the rounds of an
-            iteration are the same compiled program).
+            outer-loop round; ``--dc-rounds`` rounds are timed, then the last round on its own (it draws the next
+            fresh network instead of training, as the reference breaks out of its outer loop before the inner
+            training): the iteration is 9 x their mean + the last round (one compiled program for every round).
   mtt10/20  one MTT meta-step (value and gradient w.r.t. images and lr) at 10 / 20 unrolled student steps, DSA,
             batch_syn 100, bounded memory (``--mtt-memory``, default ``constant``): time and peak RSS
             (``bench_mtt_memory.child``)
