@@ -142,7 +142,7 @@ def conv3x3_winograd(x: Array, kernel: Array, padding: int) -> Array:
     The 16 positions stay 16 separate arrays from the input transform to the output transform: stacked into one
     (16, tiles, c) operand of a batched matmul, XLA:CPU wrote them once and copied them again into the stack, and the
     autodiff transpose of indexing the stacked product back out was zero-padding and summing full-size cotangents.
-    Kept apart, every transform and its transpose is one elementwise pass (10-30 % less time for this layer's
+    Kept apart, every transform and its transpose is one elementwise pass (10-20 % less time for this layer's
     forward and gradients on CPU, the same sums: experiments/results/bench_winograd.md)."""
     n, h, w, c = x.shape
     if c < WINOGRAD_MIN_CHANNELS:
