@@ -153,9 +153,9 @@ def default_group(num_networks: int) -> int:
     """How many networks ``train_many`` trains in one vmapped program by default: all of them on GPU/TPU; one at
     a time on CPU, where vmapping a convolution over per-network weights turns it into a grouped convolution that
     XLA:CPU runs about 3x slower per network than K separate programs (experiments/results/bench_dm.md); with the
-    Winograd convolution 10 vmapped networks were 1.5x slower per network; with ``"fused"`` they are as fast (66
-    vs 72 s per 300 epochs in bench_vs_reference.md, 84 vs 77 s in the run before), and one at a time needs a tenth of
-    the activation memory."""
+    Winograd convolution 10 vmapped networks were 1.5x slower per network; with ``"fused"`` they are as fast (70
+    vs 72 s per 300 epochs in bench_vs_reference.md, 66 vs 72 s in bench_vs_reference_finding14.md), and one at a
+    time needs a tenth of the activation memory."""
     return num_networks if jax.default_backend() != "cpu" else 1
 
 
