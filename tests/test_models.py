@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from jaxdd.models import apply_model, available_models, get_model, init_model
-from jaxdd.models.convnet import (WINOGRAD_MIN_CHANNELS, conv3x3_patches, conv3x3_vjp, conv3x3_winograd,
-                                  conv_instnorm_relu_avgpool)
+from jaxdd.ops.conv import (WINOGRAD_MIN_CHANNELS, conv3x3_patches, conv3x3_vjp, conv3x3_winograd,
+                            conv_instnorm_relu_avgpool)
 from jaxdd.types import JaxddError
 
 

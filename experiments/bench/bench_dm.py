@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 from jaxdd.hostmem import reexec_with_hugepages  # noqa: E402
-from jaxdd.models.convnet import CONV_IMPLS  # noqa: E402
+from jaxdd.ops.conv import CONV_IMPLS  # noqa: E402
 SHAPES = {"fmnist": (28, 28, 1), "cifar": (32, 32, 3)}
 
 

@@ -3,7 +3,7 @@
     python experiments/bench/bench_gemm.py                 # writes results/bench_gemm.{json,md}
 
 Every pass of the ConvNet's layers 2-3 under ``conv_impl="fused"`` is a set of (tiles x 128) @ (128 x 128) float32
-matmuls (``jaxdd.models.convnet.conv3x3_winograd``). This times that shape in XLA (one batched ``dot_general`` of
+matmuls (``jaxdd.ops.conv.conv3x3_winograd``). This times that shape in XLA (one batched ``dot_general`` of
 the 16 positions, and 16 separate dots in one program, as the convolution now runs them) and in NumPy's BLAS
 (OpenBLAS), and a square 2048^3 matmul for the machine's best case, all on every core this process may use. It then
 counts the Winograd multiply-adds of one DM iteration, one DC iteration and one evaluation step (ConvNet-3,

@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 from jaxdd.hostmem import reexec_with_hugepages  # noqa: E402
-from jaxdd.models.convnet import CONV_IMPLS  # noqa: E402
+from jaxdd.ops.conv import CONV_IMPLS  # noqa: E402
 
 
 def child(args) -> dict:
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-syn", type=int, default=100)
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--conv-impl", default="patches", choices=("auto",) + CONV_IMPLS,
-                   help="the student's convolutions (jaxdd.models.convnet)")
+                   help="the student's convolutions (jaxdd.ops.conv)")
     p.add_argument("--out", default=str(HERE / "results" / "bench_mtt_memory.json"))
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--run", action="store_true", help=argparse.SUPPRESS)

@@ -5,7 +5,7 @@
 
 Block: conv3x3 of a 28x28x1 image (padding 3, as the DD ConvNet) -> instance norm -> ReLU -> avgpool 2x2, width 128,
 100 images. ``layers`` is what ``conv_impl="winograd"`` runs there (``conv3x3_vjp``: Winograd needs 16 input
-channels); ``fused`` is ``jaxdd.models.convnet.conv_instnorm_relu_avgpool``. Passes: the forward, the VJP for the
+channels); ``fused`` is ``jaxdd.ops.conv.conv_instnorm_relu_avgpool``. Passes: the forward, the VJP for the
 parameters (evaluation, expert and inner-loop training), the VJP for parameters and images (DM, DC, MTT), and a
 second-order pass (the gradient in the images of a function of the parameter gradients: DC's matching). Each pass
 is one jitted program; the median of ``--reps`` timed calls after one warm-up call is reported.
@@ -28,7 +28,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from jaxdd.hostmem import reexec_with_hugepages  # noqa: E402
-from jaxdd.models.convnet import InstanceNorm, conv3x3_vjp, conv_instnorm_relu_avgpool  # noqa: E402
+from jaxdd.models.convnet import InstanceNorm
+from jaxdd.ops.conv import conv3x3_vjp, conv_instnorm_relu_avgpool  # noqa: E402
 
 
 def layers(x, k, b, s, t, pad):

@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 from jaxdd.hostmem import reexec_with_hugepages  # noqa: E402
-from jaxdd.models.convnet import CONV_IMPLS  # noqa: E402
+from jaxdd.ops.conv import CONV_IMPLS  # noqa: E402
 SHAPE = (28, 28, 1)
 # the figures: (work, seconds, peak GiB or None)
 REFERENCE = {
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="+", default=list(REFERENCE), choices=list(REFERENCE))
     p.add_argument("--conv-impl", default="auto", choices=("auto",) + CONV_IMPLS,
-                   help="convolutions of every row's network (jaxdd.models.convnet; auto = the library's default)")
+                   help="convolutions of every row's network (jaxdd.ops.conv; auto = the library's default)")
     p.add_argument("--class-batch", type=int, default=-1,
                    help="DM/DC option class_batch: classes per real-side pass (-1 = the default: 1 on CPU)")
     p.add_argument("--mtt-memory", default="constant", choices=["constant", "remat", "full"])

@@ -3,7 +3,7 @@ against the larger-tile Winograd F(4x4, 3x3).
 
     python experiments/bench/bench_winograd.py                 # writes results/bench_winograd.{json,md}
 
-``stacked`` is the formulation ``jaxdd.models.convnet.conv3x3_winograd`` had before: the 16 transformed input
+``stacked`` is the formulation ``jaxdd.ops.conv.conv3x3_winograd`` had before: the 16 transformed input
 tiles stacked into a (16, tiles, c) operand of one batched ``dot_general``, and the product indexed back out for
 the output transform. ``separate`` is the library's function now: 16 arrays and 16 matmuls from the input transform
 to the output transform. Same arithmetic. ``f4x4`` is Winograd F(4x4, 3x3) (Lavin & Gray 2016, interpolation points
@@ -32,7 +32,7 @@ def stacked(x, kernel, padding):
     import jax
     import jax.numpy as jnp
 
-    from jaxdd.models.convnet import _WINO_G, _wino_at, _wino_bt
+    from jaxdd.ops.conv import _WINO_G, _wino_at, _wino_bt
 
     n, h, w, c = x.shape
     o = kernel.shape[-1]
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxdd.models.convnet import _lax_conv, conv3x3_winograd
+    from jaxdd.ops.conv import _lax_conv, conv3x3_winograd
 
     impls = {"stacked": stacked, "separate": conv3x3_winograd, "f4x4": f4x4}
     jobs, errors = {}, {}

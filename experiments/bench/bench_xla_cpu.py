@@ -32,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
-from jaxdd.models.convnet import CONV_IMPLS  # noqa: E402
+from jaxdd.ops.conv import CONV_IMPLS  # noqa: E402
 
 FLAGSETS = {
     "default": "",

@@ -15,7 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdd.models.convnet import CONV_IMPLS, MLP, ConvNet, conv3x3_patches
+from jaxdd.models.convnet import MLP, ConvNet
+from jaxdd.ops.conv import CONV_IMPLS, resolve_conv_impl
 from jaxdd.types import JaxddError, PRNGKey, PyTree
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -66,19 +67,6 @@ def get_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
     return _REGISTRY[name](num_classes, **overrides)
 
 
-def resolve_conv_impl(conv_impl: str | None) -> str | None:
-    """``"auto"``: the fastest measured convolution for this backend: ``"fused"`` on CPU (Winograd and the fused first
-    block; experiments/PROFILE.md: every row of the issue-5 benchmark), the library convolution (``"xla"``: cuDNN,
-    TPU) on accelerators. A falsy value (the model's own) is returned as it is; anything else not in ``CONV_IMPLS``
-    raises ``JaxddError``."""
-    if conv_impl == "auto":
-        return "fused" if jax.default_backend() == "cpu" else "xla"
-    if conv_impl and conv_impl not in CONV_IMPLS:
-        raise JaxddError(f"conv_impl must be one of {CONV_IMPLS}, 'auto' (or '' for the model's own), got "
-                         f"{conv_impl!r}")
-    return conv_impl
-
-
 def with_conv_impl(module: nn.Module, conv_impl: str | None) -> nn.Module:
     """``module`` with convolutions computed by ``conv_impl`` (one of ``CONV_IMPLS``, or ``"auto"``: see
     ``resolve_conv_impl``) where its architecture has the setting (the ConvNet family, ResNets); other modules (MLP)
@@ -118,6 +106,6 @@ def apply_model(module: nn.Module, variables: PyTree, x: jax.Array, *, train: bo
 
 
 __all__ = [
-    "ConvNet", "MLP", "ModelOutput", "apply_model", "available_models", "conv3x3_patches", "get_model",
+    "ConvNet", "MLP", "ModelOutput", "apply_model", "available_models", "get_model",
     "CONV_IMPLS", "has_batch_stats", "init_model", "register_model", "resolve_conv_impl", "with_conv_impl",
 ]

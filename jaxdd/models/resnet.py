@@ -15,7 +15,7 @@ output) and ``"embedding"`` (the pooled feature vector). Weights use PyTorch's d
 (``init_scheme="torch"``; ``"flax"`` = LeCun normal). ``conv_impl="patches"`` computes convolutions as shifted slices
 + matmul, ``"vjp"`` as ``lax.conv`` with matmul/forward-convolution gradients, ``"winograd"`` and ``"fused"`` (whose
 fused first block only the ConvNet has) by Winograd's F(2x2, 3x3) (numerically equal; fast weight gradients inside
-``lax.scan`` on XLA:CPU, see ``jaxdd.models.convnet``).
+``lax.scan`` on XLA:CPU, see ``jaxdd.ops.conv``).
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdd.models.convnet import CONV3X3, CONV_IMPLS, Dense, InstanceNorm, torch_uniform_init
+from jaxdd.models.convnet import Dense, InstanceNorm, torch_uniform_init
+from jaxdd.ops.conv import conv3x3
 
 NORMS = ("batchnorm", "instancenorm")
 
@@ -49,14 +50,12 @@ class Conv(nn.Module):
         if self.impl == "xla":
             return jax.lax.conv_general_dilated(x, w, (s, s), ((pad, pad), (pad, pad)),
                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        if self.impl not in CONV3X3:
-            raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.impl!r}")
         if self.kernel == 1:
             return x[:, ::s, ::s, :] @ w.reshape(c, self.features)
         if self.kernel != 3:
             raise ValueError(f"conv_impl={self.impl!r} supports 1x1 and 3x3 kernels")
         # a stride-s 3x3 convolution = the stride-1 one sampled every s pixels (same padding convention)
-        return CONV3X3[self.impl](x, w, pad)[:, ::s, ::s, :]
+        return conv3x3(x, w, pad, self.impl)[:, ::s, ::s, :]
 
 
 def _norm(kind: str, train: bool, name: str):
