@@ -16,7 +16,6 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,23 +27,12 @@ from jaxdd.data import apply_preprocess, fit_preprocess, load, split_train_val
 from jaxdd.distill import DistillConfig, distill, make_pool
 from jaxdd.evaluate import EvalResult, evaluate_random_subset, evaluate_synthetic
 from jaxdd.methods import MethodContext, get_method, resolve_options
-from jaxdd.synthetic import pixel_budget, pixels, tree_floats
+from jaxdd.synthetic import (PARAMETERIZATIONS, available_parameterizations, pixel_budget,  # noqa: F401
+                             make_parameterization, register_parameterization, tree_floats)
 from jaxdd.train import TrainProtocol, default_protocol
 from jaxdd.types import JaxddError
 
-_PARAMS: dict[str, Callable[..., Any]] = {}
-
-
-def register_parameterization(name: str, factory: Callable[..., Any]) -> None:
-    """factory(ipc=..., image_shape=..., num_classes=..., init=..., **options) -> Parameterization."""
-    _PARAMS[name] = factory
-
-
-register_parameterization("pixels", lambda ipc, init, **_: pixels(ipc, init))
-
-
-def available_parameterizations() -> list[str]:
-    return sorted(_PARAMS)
+_PARAMS = PARAMETERIZATIONS  # the parameterization registry (jaxdd.synthetic.registry), by its old name
 
 
 def _val_per_class(n_train: int, num_classes: int) -> int:
@@ -97,11 +85,9 @@ def distill_dataset(method: str, dataset: str, ipc: int, *, out_dir: str | None 
                                                    val_per_class=val_per_class, seed=seed)
     k = train.num_classes
     shape = train.image_shape
-    if param not in _PARAMS:
-        raise JaxddError(f"unknown parameterization {param!r}; available: {available_parameterizations()}")
     init = init or spec.defaults.get("init", "real")
-    parameterization = _PARAMS[param](ipc=ipc, image_shape=shape, num_classes=k, init=init,
-                                      **(param_options or {}))
+    parameterization = make_parameterization(param, ipc=ipc, image_shape=shape, num_classes=k, init=init,
+                                             **(param_options or {}))
     key = jax.random.key(seed)
     k_build, k_run, k_eval = jax.random.split(key, 3)
     pool = make_pool(x_train, train.labels, k)

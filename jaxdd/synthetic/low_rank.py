@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from jaxdd.synthetic.base import Parameterization, tree_floats
 from jaxdd.synthetic.budget import check_within_budget, low_rank_floats_per_image, low_rank_images_per_class
+from jaxdd.synthetic.registry import register_parameterization
 from jaxdd.types import JaxddError
 
 LOW_RANK_INITS = ("noise", "svd", "real")
@@ -94,10 +95,4 @@ def _factory(ipc, image_shape, num_classes=None, init="noise", rank=2, **options
     return low_rank(int(rank), ipc=ipc, image_shape=tuple(image_shape), init=init, num_classes=num_classes)
 
 
-def _register():
-    from jaxdd.pipeline import register_parameterization
-
-    register_parameterization("low_rank", _factory)
-
-
-_register()
+register_parameterization("low_rank", _factory)
