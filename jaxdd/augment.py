@@ -45,6 +45,9 @@ __all__ = [
     "parse_strategy",
     "dsa",
     "dc_augment",
+    "DC_PREFIX",
+    "parse_train_augment",
+    "train_augment",
 ]
 
 DSA_DEFAULT = "color_crop_cutout_flip_scale_rotate"
@@ -60,7 +63,8 @@ class DSAParams(NamedTuple):
     scale:      sx, sy ~ U[1/scale, scale] independently (input = s * output about the centre).
     rotate:     angle ~ U[-rotate, rotate] degrees.
     crop:       integer shift per axis ~ U{-s..s}, s = round(crop * side), zero fill.
-    cutout:     zero a (round(cutout*h), round(cutout*w)) rectangle at a uniform pixel centre, clipped at the border.
+    cutout:     zero a (ch, cw) = (round(cutout*h), round(cutout*w)) rectangle, rows cy - ch//2 .. cy - ch//2 + ch - 1
+                (columns alike) clipped at the border, cy ~ U{0..h-1} for odd ch and U{0..h} for even ch.
     brightness: x + (u - 0.5) * brightness.
     saturation: m + (x - m) * (u * saturation), m = per-pixel mean over channels (no-op for c == 1).
     contrast:   m + (x - m) * (u + contrast), m = per-image mean over h, w, c.
@@ -297,8 +301,10 @@ def _dsa_cutout(x, key, p, nd):
     u = _u(key, nd, 2)
     ch = _round_half_up(p.cutout * h)
     cw = _round_half_up(p.cutout * w)
-    cy = _uint(u[:, 0], 0, h - 1)[:, None, None, None]
-    cx = _uint(u[:, 1], 0, w - 1)[:, None, None, None]
+    # centre offsets in 0..h-1 for odd sizes and 0..h for even ones (the reference's randint(0, h + 1 - ch % 2)):
+    # an even square then reaches the same (ch / 2)-wide band at the top and at the bottom edge
+    cy = _uint(u[:, 0], 0, h - ch % 2)[:, None, None, None]
+    cx = _uint(u[:, 1], 0, w - cw % 2)[:, None, None, None]
     top = cy - ch // 2
     left = cx - cw // 2
     rows = jnp.arange(h)[None, :, None, None]
@@ -413,3 +419,35 @@ def dc_augment(x: jax.Array, key: PRNGKey, strategy: str, params: DCParams = DCP
         noise = jax.random.normal(k_noise, x.shape, jnp.float32).astype(x.dtype) * params.noise
         out = out + jnp.where(chosen("noise")[:, None, None, None], noise, jnp.zeros((), x.dtype))
     return out.astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Augmentation of network training (evaluation, inner loops): one string names either family
+
+DC_PREFIX = "dc:"
+
+
+def parse_train_augment(strategy: str | None) -> tuple[str, tuple[str, ...]]:
+    """Validate the augmentation of a network's training, as ``jaxdd.train.TrainProtocol.augment`` holds it.
+
+    ``None``/``""``/``"none"`` -> ``("none", ())``; a DSA strategy (``"color_crop_cutout_flip_scale_rotate"``) ->
+    ``("dsa", components)``, applied non-Siamese; ``"dc:"`` + a DC-augmentation strategy (``"dc:crop_scale_rotate"``,
+    ``"dc:crop_noise"``) -> ``("dc", components)``, the DC code's evaluation augmentation (``dc_augment``).
+    Raises ``JaxddError`` naming the valid components."""
+    if strategy is None:
+        return "none", ()
+    if isinstance(strategy, str) and strategy.strip().lower().startswith(DC_PREFIX):
+        comps = _parse(strategy.strip()[len(DC_PREFIX):], DC_COMPONENTS, "DC-augmentation")
+        return ("dc", comps) if comps else ("none", ())
+    comps = parse_strategy(strategy)
+    return ("dsa", comps) if comps else ("none", ())
+
+
+def train_augment(x: jax.Array, key: PRNGKey, strategy: str | None) -> jax.Array:
+    """Augment a training batch per image (see ``parse_train_augment``): DSA non-Siamese, or DC-augmentation."""
+    kind, _ = parse_train_augment(strategy)
+    if kind == "dsa":
+        return dsa(x, key, strategy, siamese=False)
+    if kind == "dc":
+        return dc_augment(x, key, strategy.strip()[len(DC_PREFIX):])
+    return x

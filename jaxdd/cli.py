@@ -91,14 +91,34 @@ def _run_distill(args) -> int:
 
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    from jaxdd.evaluate import DEFAULT_EVAL_MODELS, PAPER_EVAL_MODELS
+
+    p.description = (
+        "Train fresh networks on a distilled set (SGD, momentum 0.9, weight decay 5e-4, batch 256, lr x0.1 after "
+        "half the epochs) and report their mean and std test accuracy. On GPU/TPU the networks train together in "
+        "one vmapped program; on CPU they train one after the other, ConvNets and ResNets with jaxdd's CPU "
+        "convolution (conv_impl "
+        "'fused'; a vmapped group is no faster there and needs the memory of all of them), so the time grows "
+        "linearly with --models. Without options: "
+        f"{DEFAULT_EVAL_MODELS} networks with the paper's epochs and augmentation; --paper-protocol: the paper's "
+        f"{PAPER_EVAL_MODELS} networks (MTT: 5) as well.")
     p.add_argument("run", help="run directory holding synthetic.npz")
-    p.add_argument("--models", type=int, default=5, help="fresh networks trained at once (vmapped)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default 1000 with DSA, 300 without)")
+    p.add_argument("--models", type=int, default=None,
+                   help=f"number of networks (default {DEFAULT_EVAL_MODELS}; --paper-protocol: {PAPER_EVAL_MODELS}, "
+                        "MTT 5); vmapped together on GPU/TPU, trained one after the other on CPU")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs per network (default: 1000 with augmentation, 300 without)")
     p.add_argument("--model", default=None, help="evaluation network (default: the distillation one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", default=None,
-                   help="DSA strategy for evaluation training; 'none' disables (default: the method's protocol)")
+                   help="augmentation of the networks' training: a DSA strategy, 'dc:' + a DC-augmentation strategy "
+                        "(dc:crop_scale_rotate, dc:crop_noise), or 'none' (default: the paper's rule for the "
+                        "method: DSA for DSA/DM/MTT; for DC, dc:crop_scale_rotate on MNIST, dc:crop_noise on "
+                        "ConvNetBN, none otherwise)")
     p.add_argument("--lr", type=float, default=None, help="evaluation lr (default 0.01 or the learned one)")
+    p.add_argument("--paper-protocol", action="store_true",
+                   help=f"the papers' protocol: {PAPER_EVAL_MODELS} networks (MTT: 5) with the paper's epochs, "
+                        "augmentation and lr (cannot be combined with --models, --epochs, --augment, --lr)")
     p.add_argument("--baseline", action="store_true", help="also evaluate a random real subset of equal size")
     p.add_argument("--data-dir", default=None)
 
@@ -108,11 +128,13 @@ def _run_evaluate(args) -> int:
 
     augment = True if args.augment is None else (False if args.augment.lower() == "none" else args.augment)
     out = evaluate_run(args.run, num_models=args.models, epochs=args.epochs, model=args.model, seed=args.seed,
-                       augment=augment, lr=args.lr, data_dir=args.data_dir, baseline=args.baseline)
+                       augment=augment, lr=args.lr, data_dir=args.data_dir, baseline=args.baseline,
+                       paper_protocol=args.paper_protocol)
     s = out["synthetic"]
     print(f"synthetic: {100 * s['mean']:.2f} +- {100 * s['std']:.2f} % test accuracy "
           f"({len(s['accuracies'])} x {s['model']}, {s['protocol']['epochs']} epochs, "
-          f"augment={s['protocol']['augment']})")
+          f"augment={s['protocol']['augment']}; "
+          f"{'the paper protocol' if out['evaluation']['paper_protocol'] else 'not the paper protocol'})")
     if "random_subset" in out:
         b = out["random_subset"]
         print(f"random subset: {100 * b['mean']:.2f} +- {100 * b['std']:.2f} %")

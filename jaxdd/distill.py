@@ -268,9 +268,11 @@ def distill(key: PRNGKey, objective: Objective, param: Parameterization, pool: R
                 if done % config.log_every == 0 or done == config.iterations or done == start + 1:
                     vals = {k: float(v) for k, v in metrics.items()}
                     if not np.isfinite(vals["loss"]):
+                        bad = ", ".join(f"{k}={v}" for k, v in vals.items() if not np.isfinite(v))
                         raise JaxddError(
-                            f"the {objective.name} loss became {vals['loss']} at step {done}: lower the learning "
-                            f"rates (lr_img={config.lr_img}) or check the inputs; the last checkpoint is kept")
+                            f"the {objective.name} loss became {vals['loss']} at step {done} (not finite: {bad}; "
+                            f"the metrics are checked at logged steps, every {config.log_every}); the last "
+                            f"checkpoint is kept")
                     log({"step": done, "time": t_before + time.perf_counter() - t0, **vals})
                     bar.set_postfix(loss=f"{vals['loss']:.4g}")
                 if config.eval_every and done % config.eval_every == 0 and done != config.iterations:
@@ -289,5 +291,5 @@ def distill(key: PRNGKey, objective: Objective, param: Parameterization, pool: R
         evaluate(int(state.step))
     syn = decode_synthetic(param, state.syn, pool.num_classes)
     if not bool(jnp.all(jnp.isfinite(syn.x))):
-        raise JaxddError("the synthetic set contains NaN or inf; lower the learning rates and rerun")
+        raise JaxddError(f"the synthetic set contains NaN or inf after step {int(state.step)}")
     return DistillResult(state, syn.x, syn.y, history)

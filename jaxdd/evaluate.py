@@ -1,9 +1,16 @@
-"""Evaluation: train K fresh networks on a synthetic set at once (vmapped over keys) and test them.
+"""Evaluation: train K fresh networks on a synthetic set and test them.
 
-The default protocol is METHODS.md 1.4 (SGD lr 0.01, momentum 0.9, wd 5e-4, batch 256, lr x0.1 after epoch
-E//2+1; 1000 epochs with DSA, 300 without). Accuracy is measured on whatever split is passed: the library's driver
-passes a validation split carved from the training set during distillation; the test split is used only for the
-final report.
+The K networks are independent (network i depends only on its key). On GPU/TPU they train together, vmapped in one
+program; on CPU one after the other, each its own program (``jaxdd.train.default_group``), so there the time grows
+linearly with K.
+
+The protocol is the papers' (docs/methods.md, evaluation): SGD lr 0.01, momentum 0.9, wd 5e-4, batch 256, lr x0.1
+after epoch E//2+1; E = 1000 epochs with augmentation, 300 without. Which augmentation is the method's
+(``standard_eval_augment``): DSA for DSA, DM and MTT; for DC the DC code's rule (``dc_eval_augment``): DC
+augmentation on MNIST or on a ConvNetBN network, none otherwise. The papers train ``PAPER_EVAL_MODELS`` networks per
+set (MTT: 5); ``evaluate_run`` defaults to ``DEFAULT_EVAL_MODELS``. Accuracy is measured on whatever split is passed:
+the library's driver passes a validation split carved from the training set during distillation; the test split is
+used only for the final report.
 """
 from __future__ import annotations
 
@@ -14,10 +21,64 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdd import augment as aug
 from jaxdd.data import check_images, sample_per_class, class_index
 from jaxdd.models import get_model, with_conv_impl
 from jaxdd.train import TrainProtocol, accuracy, predict_many, train_many
 from jaxdd.types import JaxddError, PRNGKey
+
+
+DEFAULT_EVAL_MODELS = 5  # networks per set by default (cheap on CPU, where they train one after the other)
+PAPER_EVAL_MODELS = 20  # DC, DSA and DM: num_eval 20 networks per synthetic set; a method may say otherwise
+
+
+def dc_eval_augment(dataset: str, model: str) -> str | None:
+    """The augmentation the DC code trains its evaluation networks with, for a set distilled by DC (without DSA),
+    as a ``TrainProtocol.augment`` string: ``"dc:crop_scale_rotate"`` on MNIST; ``"dc:crop_noise"`` when the
+    evaluation network is ``ConvNetBN`` (on any dataset, MNIST included); otherwise None (no augmentation). These
+    are the reference's exact conditions (dataset name MNIST, network name ConvNetBN): FashionMNIST, CIFAR, the
+    8x8 digits and other batch-norm networks get none."""
+    strategy = None
+    if dataset.lower() == "mnist":
+        strategy = "crop_scale_rotate"
+    if model == "ConvNetBN":
+        strategy = "crop_noise"
+    return None if strategy is None else aug.DC_PREFIX + strategy
+
+
+def _method_defaults(method: str | None) -> dict:
+    from jaxdd.methods import get_method
+
+    if not method:
+        return {}
+    try:
+        return get_method(method).defaults
+    except JaxddError:  # a run made by a method this installation does not have: no method-specific rule
+        return {}
+
+
+def standard_eval_augment(method: str | None, dataset: str, model: str,
+                          eval_augment: str | None = None) -> str | None:
+    """The evaluation augmentation of a set distilled by ``method`` from ``dataset``, evaluated on ``model``.
+
+    ``eval_augment`` (the strategy the run recorded, by default the method's ``defaults["eval_augment"]``): a DSA
+    strategy there wins (DSA, DM, MTT: 1000 epochs of non-Siamese DSA). Otherwise a method whose defaults set
+    ``eval_dc_augment`` (DC) follows ``dc_eval_augment(dataset, model)``; any other method trains without
+    augmentation."""
+    defaults = _method_defaults(method)
+    if eval_augment is None:
+        eval_augment = defaults.get("eval_augment")
+    if aug.parse_train_augment(eval_augment)[0] != "none":
+        return eval_augment
+    if defaults.get("eval_dc_augment"):
+        return dc_eval_augment(dataset, model)
+    return None
+
+
+def paper_eval_models(method: str | None) -> int:
+    """How many networks the method's paper trains per synthetic set: ``defaults["eval_models"]`` (MTT: 5), else
+    ``PAPER_EVAL_MODELS`` (20)."""
+    return int(_method_defaults(method).get("eval_models", PAPER_EVAL_MODELS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,15 +104,16 @@ class EvalResult:
 
 
 def evaluate_synthetic(key: PRNGKey, images: jax.Array, labels: jax.Array, test_images: jax.Array,
-                       test_labels: jax.Array, *, num_classes: int, model: str = "ConvNet", num_models: int = 5,
+                       test_labels: jax.Array, *, num_classes: int, model: str = "ConvNet",
+                       num_models: int = DEFAULT_EVAL_MODELS,
                        protocol: TrainProtocol = TrainProtocol(), model_kwargs: dict | None = None,
                        progress: Callable[[int], None] | None = None, group: int | None = None) -> EvalResult:
     """Train ``num_models`` fresh ``model`` networks on (images, labels) with ``protocol``; test accuracy of each.
 
     images: (n, h, w, c) float32 in the models' normalised space; labels: (n,) int or (n, k) soft. test_images and
-    test_labels must be in the same space (same normalisation or ZCA). Networks are trained together (vmap), so
-    K networks cost about one network's dispatches on an accelerator; ``group`` networks share one vmapped program
-    (default: all on GPU/TPU, one on CPU; see ``jaxdd.train.default_group``).
+    test_labels must be in the same space (same normalisation or ZCA). ``group`` networks share one vmapped program
+    (default ``jaxdd.train.default_group``: all K on GPU/TPU, so K networks cost about one network's dispatches;
+    one at a time on CPU, so the time grows linearly with K). Network i depends only on its key.
     """
     images = check_images(images, "synthetic images")
     test_images = check_images(test_images, "test images")
@@ -93,7 +155,7 @@ def random_subset(key: PRNGKey, images: jax.Array, labels: jax.Array, num_classe
 def evaluate_random_subset(key: PRNGKey, images, labels, test_images, test_labels, *, num_classes: int, ipc: int,
                            **kwargs) -> EvalResult:
     """The random-real-subset baseline of the same size, under the same protocol: one subset per network."""
-    num_models = kwargs.pop("num_models", 5)
+    num_models = kwargs.pop("num_models", DEFAULT_EVAL_MODELS)
     accs = []
     model = kwargs.get("model", "ConvNet")
     protocol = kwargs.get("protocol", TrainProtocol())

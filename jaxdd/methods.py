@@ -3,8 +3,14 @@
 A method file (e.g. ``jaxdd/objectives/gradient.py``) ends with ``register_method(MethodSpec(...))``; the CLI builds
 its ``--flags`` from every registered method's ``options`` and calls ``spec.build(ctx)`` to get the Objective.
 ``defaults`` are the paper's driver settings (``DistillConfig`` fields such as ``lr_img``, ``momentum``,
-``iterations``, ``optimizer``, ``learn_labels``, ``lrs``) plus ``init`` ("real"/"noise") and ``eval_augment`` (the
-DSA strategy the standard evaluation uses for this method, or None).
+``iterations``, ``optimizer``, ``learn_labels``, ``lrs``) plus the paper's evaluation protocol
+(``jaxdd.evaluate.standard_eval_augment``, ``paper_eval_models``):
+
+- ``init``: "real" or "noise";
+- ``eval_augment``: the DSA strategy the standard evaluation trains with for this method, or None;
+- ``eval_dc_augment``: True when, without ``eval_augment``, the evaluation follows the DC code's rule
+  (DC-augmentation on MNIST or on a ConvNetBN network; ``jaxdd.evaluate.dc_eval_augment``);
+- ``eval_models``: networks per set in the paper's protocol (default 20; MTT 5).
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
     from jaxdd import distill_dataset, evaluate_run
     out = distill_dataset("dm", "fashion_mnist", ipc=10, iterations=200, seed=0, out_dir="runs/dm10")
-    result = evaluate_run("runs/dm10", num_models=5, epochs=300)
+    result = evaluate_run("runs/dm10")                        # 5 networks, the method's epochs and augmentation
+    result = evaluate_run("runs/dm10", paper_protocol=True)   # the paper's protocol: 20 networks
 
 ``distill_dataset`` loads the training split, carves a class-stratified validation split from it (the test split is
 never seen during distillation), fits the preprocessing (the dataset's mean/std, or ZCA), builds the method's
@@ -25,7 +26,8 @@ from jaxdd import __version__
 from jaxdd.checkpoint import load_artifact, save_artifact
 from jaxdd.data import apply_preprocess, fit_preprocess, load, split_train_val
 from jaxdd.distill import DistillConfig, distill, make_pool
-from jaxdd.evaluate import EvalResult, evaluate_random_subset, evaluate_synthetic
+from jaxdd.evaluate import (DEFAULT_EVAL_MODELS, EvalResult, evaluate_random_subset, evaluate_synthetic,
+                            paper_eval_models, standard_eval_augment)
 from jaxdd.methods import MethodContext, get_method, resolve_options
 from jaxdd.synthetic import (PARAMETERIZATIONS, available_parameterizations, pixel_budget,  # noqa: F401
                              make_parameterization, register_parameterization, tree_floats)
@@ -132,32 +134,58 @@ def distill_dataset(method: str, dataset: str, ipc: int, *, out_dir: str | None 
     return {**meta, "images": result.images, "labels": result.labels, "history": result.history}
 
 
-def evaluate_run(out_dir: str, *, num_models: int = 5, epochs: int | None = None, model: str | None = None,
-                 seed: int = 0, augment: str | None | bool = True, lr: float | None = None,
-                 data_dir: str | None = None, baseline: bool = False, save: bool = True) -> dict:
+def evaluate_run(out_dir: str, *, num_models: int | None = None, epochs: int | None = None,
+                 model: str | None = None, seed: int = 0, augment: str | None | bool = True, lr: float | None = None,
+                 data_dir: str | None = None, baseline: bool = False, save: bool = True,
+                 paper_protocol: bool = False) -> dict:
     """Evaluate a finished run on the dataset's test split; writes ``out_dir/eval.json`` when ``save``.
 
-    augment=True uses the method's standard evaluation augmentation (DSA for DSA/DM/MTT); a string overrides it;
-    False/None trains without augmentation. epochs defaults to 1000 with augmentation, 300 without (METHODS.md).
-    lr defaults to 0.01, or the learned inner lr the artifact records (MTT). baseline=True also evaluates a random
-    real subset of the same number of images per class under the same protocol.
+    num_models: networks trained (default ``DEFAULT_EVAL_MODELS`` = 5; with ``paper_protocol`` the paper's count,
+    20, MTT 5). On GPU/TPU they train together (vmapped); on CPU one after the other (time linear in the count).
+    augment=True uses the method's paper rule (``jaxdd.evaluate.standard_eval_augment``): DSA for DSA/DM/MTT; for
+    DC, DC-augmentation on MNIST or on a ConvNetBN evaluation network, none otherwise. A string overrides it (a DSA
+    strategy, or ``"dc:"`` + a DC-augmentation strategy); False/None trains without augmentation. epochs defaults
+    to 1000 with augmentation, 300 without. lr defaults to 0.01, or the learned inner lr the artifact records (MTT).
+    paper_protocol=True: the paper's number of networks, epochs, augmentation and lr; it refuses ``num_models``,
+    ``epochs``, ``augment`` and ``lr`` (the evaluation network ``model`` may still be chosen). baseline=True also
+    evaluates a random real subset of the same number of images per class under the same protocol.
+    eval.json records the protocol (``synthetic.protocol``) and ``evaluation``: whether it was the paper's, the
+    paper's network count, and where the augmentation came from.
     """
     art = load_artifact(out_dir)
     meta = art.metadata
     dataset = meta.get("dataset")
     if dataset is None:
         raise JaxddError(f"{out_dir}/synthetic.json names no dataset; cannot find its test split")
+    method = meta.get("method")
+    paper_models = paper_eval_models(method)
+    if paper_protocol:
+        given = {k: v for k, v in (("num_models", num_models), ("epochs", epochs), ("lr", lr)) if v is not None}
+        if augment is not True:
+            given["augment"] = augment
+        if given:
+            raise JaxddError(f"the paper protocol fixes the number of networks, the epochs, the augmentation and the "
+                             f"lr; drop {', '.join(f'{k}={v!r}' for k, v in given.items())} or the paper protocol")
+    if num_models is None:
+        num_models = paper_models if paper_protocol else DEFAULT_EVAL_MODELS
+    model = model or meta.get("model", "ConvNet")
+    paper_lr = float(meta.get("eval_lr", 0.01))
+    paper = default_protocol(standard_eval_augment(method, dataset, model, meta.get("eval_augment")), lr=paper_lr)
+    if augment is True:
+        strategy, augment_from = paper.augment, f"the paper's rule for {method} on {dataset} with {model}"
+    else:
+        strategy, augment_from = augment or None, "given"
+    protocol = default_protocol(strategy, epochs=epochs, lr=paper_lr if lr is None else lr)
     test = load(dataset, "test", data_dir)
     x_test = apply_preprocess(art.preprocess, test.images)
-    strategy = meta.get("eval_augment") if augment is True else (augment or None)
-    lr = lr if lr is not None else float(meta.get("eval_lr", 0.01))
-    protocol = default_protocol(strategy, epochs=epochs, lr=lr)
-    model = model or meta.get("model", "ConvNet")
     key = jax.random.key(seed)
     res = evaluate_synthetic(key, art.images, art.labels, x_test, test.labels, num_classes=test.num_classes,
                              model=model, num_models=num_models, protocol=protocol,
                              model_kwargs=meta.get("model_kwargs") or None)
-    out = {"synthetic": res.to_dict(), "dataset": dataset, "split": "test", "seed": seed}
+    evaluation = {"paper_protocol": protocol == paper and num_models == paper_models, "num_models": num_models,
+                  "paper_num_models": paper_models, "epochs": protocol.epochs, "augment": protocol.augment,
+                  "augment_from": augment_from}
+    out = {"synthetic": res.to_dict(), "dataset": dataset, "split": "test", "seed": seed, "evaluation": evaluation}
     if baseline:
         train = load(dataset, "train", data_dir)
         ipc = int(meta.get("images_per_class", art.images.shape[0] // test.num_classes))

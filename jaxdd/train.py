@@ -48,7 +48,9 @@ class TrainProtocol:
 
     The loop runs ``epochs + 1`` epochs (as the DD code does); after epoch ``epochs // 2 + 1`` the learning rate is
     multiplied by 0.1 and, as in the reference code which builds a new optimiser there, the momentum buffer restarts.
-    ``augment`` is a DSA strategy string applied non-Siamese (every image its own draw) or None.
+    ``augment`` is None, a DSA strategy string applied non-Siamese (every image its own draw), or ``"dc:"`` and a
+    DC-augmentation strategy (``"dc:crop_scale_rotate"``: the DC code's evaluation augmentation, ``aug.dc_augment``);
+    see ``jaxdd.augment.parse_train_augment``.
     """
 
     epochs: int = 300
@@ -62,7 +64,7 @@ class TrainProtocol:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise JaxddError(f"invalid TrainProtocol {self}: epochs >= 0, batch_size >= 1 and lr > 0 are required")
         if self.augment:
-            aug.parse_strategy(self.augment)
+            aug.parse_train_augment(self.augment)
 
     @property
     def decay_after_epoch(self) -> int:
@@ -71,10 +73,13 @@ class TrainProtocol:
 
 def default_protocol(augment: str | None = aug.DSA_DEFAULT, epochs: int | None = None, lr: float = 0.01
                      ) -> TrainProtocol:
-    """The standard protocol: 1000 epochs with augmentation, 300 without (unless ``epochs`` is given)."""
+    """The standard protocol: 1000 epochs with augmentation (DSA or DC), 300 without (unless ``epochs`` is given).
+    ``augment``: as ``TrainProtocol.augment``; which one a method's paper uses is
+    ``jaxdd.evaluate.standard_eval_augment``."""
+    augmented = aug.parse_train_augment(augment)[0] != "none"
     if epochs is None:
-        epochs = 1000 if augment else 300
-    return TrainProtocol(epochs=epochs, lr=lr, augment=augment or None)
+        epochs = 1000 if augmented else 300
+    return TrainProtocol(epochs=epochs, lr=lr, augment=augment if augmented else None)
 
 
 def sgd(momentum: float, weight_decay: float) -> optax.GradientTransformation:
@@ -96,7 +101,7 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, augment
 
     def step(variables, opt_state, x, y, key):
         if augment:
-            x = aug.dsa(x, key, augment, siamese=False)
+            x = aug.train_augment(x, key, augment)
         rest = {k: v for k, v in variables.items() if k != "params"}
 
         def loss_fn(params):

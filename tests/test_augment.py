@@ -199,6 +199,31 @@ def test_cutout_zeros_a_rectangle():
 
 
 @jax.jit
+def _cutout_per_image(x, key):
+    return dsa(x, key, "cutout", siamese=False)
+
+
+def test_cutout_centre_offsets_follow_the_reference_range():
+    """The centre offset is uniform on 0..h-1 for an odd side and on 0..h for an even one (the reference draws
+    randint(0, h + 1 - side % 2)). 9 rows: side 5 (odd), 9 offsets; 12 columns: side 6 (even), 13 offsets, so the
+    3-column band at the right edge (offset 12) is drawn as often as the one at the left edge (offset 0)."""
+    n = 3900
+    z = np.asarray(_cutout_per_image(jnp.ones((n, 9, 12, 1)), jax.random.key(0)))[..., 0] == 0
+    rows, cols = z.any(axis=2), z.any(axis=1)
+    r0, r1 = rows.argmax(1), 8 - rows[:, ::-1].argmax(1)
+    c0, c1 = cols.argmax(1), 11 - cols[:, ::-1].argmax(1)
+    assert (z.sum((1, 2)) == (r1 - r0 + 1) * (c1 - c0 + 1)).all()  # one rectangle per image
+    cy = np.where(r0 > 0, r0 + 2, r1 - 2)  # rows cy-2 .. cy+2, clipped
+    cx = np.where(c0 > 0, c0 + 3, c1 - 2)  # columns cx-3 .. cx+2, clipped
+    assert sorted(set(cy.tolist())) == list(range(9)) and sorted(set(cx.tolist())) == list(range(13))
+    for offsets, m in ((cy, 9), (cx, 13)):  # uniform: chi-square with m - 1 degrees of freedom, p ~ 1e-4 bound
+        counts = np.bincount(offsets, minlength=m)
+        assert ((counts - n / m) ** 2 / (n / m)).sum() < 35, counts
+    edge = cx == 12
+    assert (c0[edge] == 9).all() and (c1[edge] == 11).all() and (cols[cx == 0].sum(1) == 3).all()
+
+
+@jax.jit
 def _identity_params(x, key):
     p = DSAParams(scale=1.0, rotate=0.0)
     return [dsa(x, key, "scale", siamese=True, params=p), dsa(x, key, "rotate", siamese=False, params=p)]
@@ -417,6 +442,22 @@ def test_raw_uint32_keys():
 @jax.jit
 def _dc_cases(x, c):
     return dc_augment(x, jax.random.key(0), "crop_noise"), dc_augment(c, jax.random.key(1), "crop_scale_rotate")
+
+
+def test_train_augment_is_dsa_per_image_or_dc_augmentation():
+    x = _images(3, (6, 8, 8, 1))
+    k = jax.random.key(4)
+    np.testing.assert_array_equal(A.train_augment(x, k, "flip_crop"), dsa(x, k, "flip_crop", siamese=False))
+    np.testing.assert_array_equal(A.train_augment(x, k, "dc:crop_noise"), dc_augment(x, k, "crop_noise"))
+    for none in (None, "none", "dc:none", ""):
+        np.testing.assert_array_equal(A.train_augment(x, k, none), x)
+        assert A.parse_train_augment(none) == ("none", ())
+    assert A.parse_train_augment("dc:crop_scale_rotate") == ("dc", ("crop", "scale", "rotate"))
+    assert A.parse_train_augment("flip") == ("dsa", ("flip",))
+    with pytest.raises(JaxddError, match="DC-augmentation component"):
+        A.parse_train_augment("dc:crop_color")
+    with pytest.raises(JaxddError, match="DSA component"):
+        A.parse_train_augment("crop_noise")
 
 
 def test_dc_augment():

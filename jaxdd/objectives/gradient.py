@@ -46,6 +46,7 @@ from jaxdd import augment as aug
 from jaxdd.models import apply_model, has_batch_stats, init_model
 from jaxdd.objectives.base import Objective, Synthetic, auto_class_batch
 from jaxdd.objectives.distribution import per_class_siamese_dsa
+from jaxdd.ops import cosine_similarity
 from jaxdd.types import Batch, JaxddError, PyTree
 
 DISTANCES = ("ours", "mse", "cos")
@@ -75,10 +76,7 @@ def _rows(g: jax.Array) -> jax.Array:
 def _ours_tensor(gr: jax.Array, gs: jax.Array) -> jax.Array:
     if gr.ndim <= 1:  # biases, norm scales and shifts contribute nothing
         return jnp.zeros((), gr.dtype)
-    r, s = _rows(gr), _rows(gs)
-    num = jnp.sum(r * s, axis=-1)
-    den = jnp.linalg.norm(r, axis=-1) * jnp.linalg.norm(s, axis=-1) + EPS
-    return jnp.sum(1.0 - num / den)
+    return jnp.sum(1.0 - cosine_similarity(_rows(gr), _rows(gs), axis=-1, eps=EPS))
 
 
 def layerwise_distance(g_real: PyTree, g_syn: PyTree, kind: str = "ours") -> jax.Array:
@@ -86,7 +84,12 @@ def layerwise_distance(g_real: PyTree, g_syn: PyTree, kind: str = "ours") -> jax
 
     ``"ours"``: sum over parameter tensors of sum over output rows of ``1 - <g_i, h_i> / (|g_i| |h_i| + 1e-6)``;
     1-D tensors contribute 0. ``"mse"``: squared Euclidean distance of the concatenated vectors. ``"cos"``:
-    ``1 - <g, h> / (|g| |h| + 1e-6)`` of the concatenated vectors."""
+    ``1 - <g, h> / (|g| |h| + 1e-6)`` of the concatenated vectors.
+
+    A zero row (or vector) on either side (a dead unit, an unused input) has cosine 0, and the norms take the
+    reference's ``torch.norm`` gradient 0 there (``jaxdd.ops.safe_norm``), so value and gradient stay finite and
+    equal the reference's: a zero ``h_i`` gets the gradient ``-g_i / 1e-6``; any ``h_i`` against a zero ``g_i``
+    gets 0."""
     lr, ls = jax.tree.leaves(g_real), jax.tree.leaves(g_syn)
     if len(lr) != len(ls):
         raise JaxddError("gradient trees differ in structure")
@@ -97,7 +100,7 @@ def layerwise_distance(g_real: PyTree, g_syn: PyTree, kind: str = "ours") -> jax
     if kind == "mse":
         return jnp.sum(jnp.square(vr - vs))
     if kind == "cos":
-        return 1.0 - jnp.sum(vr * vs) / (jnp.linalg.norm(vr) * jnp.linalg.norm(vs) + EPS)
+        return 1.0 - cosine_similarity(vr, vs, axis=-1, eps=EPS)
     raise JaxddError(f"distance must be one of {DISTANCES}, got {kind!r}")
 
 
@@ -279,7 +282,8 @@ def _register():
     tiny = lambda ctx, tmp: {"outer_loop": 2, "inner_loop": 1, "real_per_class": 4}  # noqa: E731
     register_method(MethodSpec(
         name="dc", build=lambda ctx: _build(ctx, False),
-        defaults={"lr_img": 0.1, "momentum": 0.5, "iterations": 1000, "init": "noise", "eval_augment": None},
+        defaults={"lr_img": 0.1, "momentum": 0.5, "iterations": 1000, "init": "noise", "eval_augment": None,
+                  "eval_dc_augment": True},
         options=_options(False),
         help="gradient matching (Zhao, Mopuri & Bilen, ICLR 2021); one step = one outer-loop round",
         tiny=tiny,

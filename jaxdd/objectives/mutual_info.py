@@ -72,6 +72,7 @@ import optax
 
 from jaxdd.models import apply_model, init_model
 from jaxdd.objectives.base import Objective, Synthetic
+from jaxdd.ops import safe_normalize
 from jaxdd.types import Batch, JaxddError, PRNGKey, PyTree
 
 NEGATIVES = ("batch", "bank")
@@ -133,7 +134,7 @@ def layer_features(module: nn.Module, variables: PyTree, x: jax.Array, layers: t
 def embed(head: dict, f: jax.Array) -> jax.Array:
     """l2_normalise(f @ W + b): (n, D) -> (n, head_dim)."""
     z = f @ head["w"] + head["b"]
-    return z * jax.lax.rsqrt(jnp.sum(jnp.square(z), axis=-1, keepdims=True) + 1e-12)
+    return safe_normalize(z, axis=-1)
 
 
 def init_heads(key: PRNGKey, dims: dict, head_dim: int) -> dict:

@@ -44,6 +44,7 @@ import numpy as np
 import optax
 
 from jaxdd.objectives.base import Objective, Synthetic
+from jaxdd.ops import safe_global_norm, safe_norm, safe_normalize
 from jaxdd.train import accuracy, cross_entropy
 from jaxdd.types import Batch, JaxddError, PRNGKey, PyTree
 
@@ -69,13 +70,6 @@ def forward_with_bn_inputs(module: nn.Module, variables: PyTree, x: jax.Array):
     return logits, records
 
 
-def _safe_l2(v: jax.Array) -> jax.Array:
-    """||v||_2 with a zero (not NaN) gradient at v = 0."""
-    s = jnp.sum(jnp.square(v))
-    pos = s > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, s, 1.0)), 0.0)
-
-
 def _lookup(tree: PyTree, path: tuple[str, ...]) -> PyTree:
     for p in path:
         tree = tree[p]
@@ -97,7 +91,7 @@ def bn_statistics_loss(records, batch_stats: PyTree, *, first_bn_multiplier: flo
         axes = tuple(range(h.ndim - 1))
         mu = jnp.mean(h, axis=axes)
         var = jnp.mean(jnp.square(h - mu), axis=axes)
-        term = _safe_l2(mu - stats["mean"]) + r_var * _safe_l2(var - stats["var"])
+        term = safe_norm(mu - stats["mean"]) + r_var * safe_norm(var - stats["var"])
         total = total + (first_bn_multiplier if i == 0 else 1.0) * term
     return total
 
@@ -148,7 +142,7 @@ def dwa_perturb(module: nn.Module, variables: PyTree, x: jax.Array, y: jax.Array
 
     for i in range(steps):
         g = jax.grad(ce)(params, jax.random.fold_in(key, i))
-        norm = optax.global_norm(g)
+        norm = safe_global_norm(g)
         scale = (rho / steps) / jnp.maximum(norm, 1e-12)
         params = jax.tree.map(lambda p, gi: p + scale * gi, params, g)
     return params
@@ -431,7 +425,7 @@ def diversity(module: nn.Module, variables: PyTree, images, labels, num_classes:
     y = y if y.ndim == 1 else y.argmax(-1)
     feats = apply_model(module, variables, x, train=False, features=True).features[feature]
     f = feats.reshape(feats.shape[0], -1)
-    f = f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
+    f = safe_normalize(f, axis=-1)
     per_class = []
     for c in range(num_classes):
         fc = f[np.where(y == c)[0]]

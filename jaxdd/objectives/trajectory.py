@@ -315,7 +315,7 @@ def _register():
         name="mtt",
         build=_build_mtt,
         defaults={"lr_img": 1000.0, "momentum": 0.5, "iterations": 5000, "init": "real",
-                  "eval_augment": aug.DSA_DEFAULT, "lrs": (("extras/syn_lr", 1e-5),)},
+                  "eval_augment": aug.DSA_DEFAULT, "eval_models": 5, "lrs": (("extras/syn_lr", 1e-5),)},
         options=(
             Option("experts", str, "", "expert buffer directory (made by `jaxdd experts`)"),
             Option("syn_steps", int, 20, "student SGD steps per iteration (N)"),
