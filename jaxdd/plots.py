@@ -66,8 +66,9 @@ def _grid_figure(images01, labels, class_names=None, max_per_class: int = 20, ti
              for c in classes]
     gh, gw = grid.shape[:2]
     scale = max(1.0, min_size / max(gh, gw))
-    label_w = 0.12 * max(len(s) for s in names) + 0.3  # inches for the row labels
-    fig = _figure((gw * scale / 100 + label_w, gh * scale / 100 + (0.4 if title else 0.1)), 100)
+    label_w = 0.1 * max(len(s) for s in names) + 0.25  # inches for the row labels
+    width = max(gw * scale / 100 + label_w, 0.08 * len(title) + 0.4 if title else 0.0)  # the title fits too
+    fig = _figure((width, gh * scale / 100 + (0.4 if title else 0.1)), 100)
     ax = fig.add_axes([label_w / fig.get_figwidth(), 0.02, 1 - label_w / fig.get_figwidth() - 0.01,
                        0.96 - (0.4 / fig.get_figheight() if title else 0)])
     ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest",
@@ -78,7 +79,7 @@ def _grid_figure(images01, labels, class_names=None, max_per_class: int = 20, ti
     for side in ax.spines.values():
         side.set_visible(False)
     if title:
-        ax.set_title(title)
+        fig.suptitle(title, fontsize=10, y=1 - 0.08 / fig.get_figheight(), va="top")
     return fig
 
 
