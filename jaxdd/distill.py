@@ -17,7 +17,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -215,14 +215,30 @@ class _Interrupt:
         return False
 
 
+class JsonlLogger:
+    """The default logging callback: ``(step, metrics)`` appended as one JSON object ``{"step": ..., **metrics}``
+    per line to ``path`` (``distill`` writes ``out_dir/metrics.jsonl`` with it)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __call__(self, step: int, metrics: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
 def distill(key: PRNGKey, objective: Objective, param: Parameterization, pool: RealPool, config: DistillConfig,
             *, out_dir: str | os.PathLike | None = None,
-            evaluator: Callable[[jax.Array, jax.Array, int], dict] | None = None) -> DistillResult:
+            evaluator: Callable[[jax.Array, jax.Array, int], dict] | None = None,
+            callbacks: Sequence[Callable[[int, dict], None]] = ()) -> DistillResult:
     """Run ``config.iterations`` distillation steps; resume from ``out_dir/checkpoints`` if a checkpoint exists.
 
     evaluator(images, labels, step) -> dict of metrics (e.g. validation accuracy) is called every
-    ``config.eval_every`` steps and at the end; it must not use the test split. Metrics go to
-    ``out_dir/metrics.jsonl`` (one JSON object per logged step). Ctrl-C or SIGTERM saves a checkpoint and re-raises.
+    ``config.eval_every`` steps and at the end; it must not use the test split. Every logged row goes to each of
+    ``callbacks`` as ``callback(step, metrics)`` (metrics: a dict of Python floats, e.g. ``loss``, ``grad_norm``,
+    cumulative ``time``, ``val_acc``), which is how TensorBoard, clu or wandb writers hook in; with ``out_dir`` the
+    rows also go to ``out_dir/metrics.jsonl`` (``JsonlLogger``, one JSON object per logged step). Ctrl-C or SIGTERM
+    saves a checkpoint and re-raises.
     """
     from jaxdd.checkpoint import Checkpointer
 
@@ -242,11 +258,12 @@ def distill(key: PRNGKey, objective: Objective, param: Parameterization, pool: R
         elif metrics_path.exists():
             metrics_path.unlink()
 
+    loggers = ([JsonlLogger(metrics_path)] if metrics_path is not None else []) + list(callbacks)
+
     def log(row: dict):
         history.append(row)
-        if metrics_path is not None:
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+        for fn in loggers:
+            fn(row["step"], {k: v for k, v in row.items() if k != "step"})
 
     def evaluate(step: int):
         if evaluator is None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxdd import augment as aug
 from jaxdd.data import check_images, sample_per_class, class_index
-from jaxdd.models import get_model, with_conv_impl
+from jaxdd.models import check_model, get_model, model_name, with_conv_impl
 from jaxdd.train import TrainProtocol, accuracy, predict_many, train_many
 from jaxdd.types import JaxddError, PRNGKey
 
@@ -104,7 +104,7 @@ class EvalResult:
 
 
 def evaluate_synthetic(key: PRNGKey, images: jax.Array, labels: jax.Array, test_images: jax.Array,
-                       test_labels: jax.Array, *, num_classes: int, model: str = "ConvNet",
+                       test_labels: jax.Array, *, num_classes: int, model="ConvNet",
                        num_models: int = DEFAULT_EVAL_MODELS,
                        protocol: TrainProtocol = TrainProtocol(), model_kwargs: dict | None = None,
                        progress: Callable[[int], None] | None = None, group: int | None = None) -> EvalResult:
@@ -113,7 +113,8 @@ def evaluate_synthetic(key: PRNGKey, images: jax.Array, labels: jax.Array, test_
     images: (n, h, w, c) float32 in the models' normalised space; labels: (n,) int or (n, k) soft. test_images and
     test_labels must be in the same space (same normalisation or ZCA). ``group`` networks share one vmapped program
     (default ``jaxdd.train.default_group``: all K on GPU/TPU, so K networks cost about one network's dispatches;
-    one at a time on CPU, so the time grows linearly with K). Network i depends only on its key.
+    one at a time on CPU, so the time grows linearly with K). Network i depends only on its key. ``model``: a
+    registered name or a flax module satisfying ``jaxdd.models.MODEL_CONTRACT`` (checked first).
     """
     images = check_images(images, "synthetic images")
     test_images = check_images(test_images, "test images")
@@ -124,6 +125,8 @@ def evaluate_synthetic(key: PRNGKey, images: jax.Array, labels: jax.Array, test_
         raise JaxddError(f"{images.shape[0]} images but {labels.shape[0]} labels")
     if num_models < 1:
         raise JaxddError(f"num_models must be >= 1, got {num_models}")
+    if not isinstance(model, str):
+        check_model(get_model(model, num_classes, **(model_kwargs or {})), tuple(images.shape[1:]), num_classes)
     module = eval_module(model, num_classes, model_kwargs)
     keys = jax.random.split(key, num_models)
     variables = train_many(keys, module, jnp.asarray(images), jnp.asarray(labels), protocol, progress=progress,
@@ -132,10 +135,10 @@ def evaluate_synthetic(key: PRNGKey, images: jax.Array, labels: jax.Array, test_
     logits = predict_many(get_model(model, num_classes, **(model_kwargs or {})), variables, jnp.asarray(test_images),
                           group=group)
     accs = jax.vmap(accuracy, in_axes=(0, None))(logits, jnp.asarray(test_labels))
-    return EvalResult(np.asarray(accs), model, protocol)
+    return EvalResult(np.asarray(accs), model_name(model), protocol)
 
 
-def eval_module(model: str, num_classes: int, model_kwargs: dict | None = None):
+def eval_module(model, num_classes: int, model_kwargs: dict | None = None):
     """The network evaluation trains: ConvNet-family and ResNet convolutions default to ``conv_impl="auto"``
     (``jaxdd.models.resolve_conv_impl``): on CPU ``"fused"`` (Winograd and the fused first block), where a training
     epoch of 100 images with DSA takes 0.22-0.24 s (0.37 s without jaxdd.hostmem's huge pages) against Winograd's
@@ -157,7 +160,7 @@ def evaluate_random_subset(key: PRNGKey, images, labels, test_images, test_label
     """The random-real-subset baseline of the same size, under the same protocol: one subset per network."""
     num_models = kwargs.pop("num_models", DEFAULT_EVAL_MODELS)
     accs = []
-    model = kwargs.get("model", "ConvNet")
+    model = model_name(kwargs.get("model", "ConvNet"))
     protocol = kwargs.get("protocol", TrainProtocol())
     for i in range(num_models):
         k_sub, k_eval = jax.random.split(jax.random.fold_in(key, i))

@@ -10,6 +10,12 @@ never seen during distillation), fits the preprocessing (the dataset's mean/std,
 objective and the parameterization, runs ``jaxdd.distill.distill`` (resuming from ``out_dir`` if it holds a
 checkpoint) and writes the artifact. ``evaluate_run`` trains fresh networks on the artifact and tests them on the
 test split under the saved preprocessing.
+
+Own data and models: ``dataset`` may be a name (built in or added with ``jaxdd.register_dataset``), a
+``jaxdd.Dataset`` or a pair of arrays ``(images, labels)``; ``model`` a registered name or any flax module satisfying
+``jaxdd.models.MODEL_CONTRACT``. A run made from arrays records their shape, classes and sha256 instead of a name, so
+``evaluate_run(out_dir, test=(x_test, y_test))`` takes the test arrays; a run made with an own module needs
+``evaluate_run(out_dir, model=module)``.
 """
 from __future__ import annotations
 
@@ -24,10 +30,12 @@ import numpy as np
 
 from jaxdd import __version__
 from jaxdd.checkpoint import load_artifact, save_artifact
-from jaxdd.data import apply_preprocess, fit_preprocess, load, split_train_val
+from jaxdd.data import apply_preprocess, as_dataset, fingerprint, fit_preprocess, load, split_train_val
+from jaxdd.data.custom import from_arrays, is_array_pair
 from jaxdd.distill import DistillConfig, distill, make_pool
 from jaxdd.evaluate import (DEFAULT_EVAL_MODELS, EvalResult, evaluate_random_subset, evaluate_synthetic,
                             paper_eval_models, standard_eval_augment)
+from jaxdd.models import check_model, get_model, model_name
 from jaxdd.methods import MethodContext, get_method, resolve_options
 from jaxdd.synthetic import (PARAMETERIZATIONS, available_parameterizations, pixel_budget,  # noqa: F401
                              make_parameterization, register_parameterization, tree_floats)
@@ -36,16 +44,20 @@ from jaxdd.types import JaxddError
 
 _PARAMS = PARAMETERIZATIONS  # the parameterization registry (jaxdd.synthetic.registry), by its old name
 
+# Methods whose experts / teacher files record the model by name (a module must be registered to be used there).
+_NEEDS_MODEL_NAME = ("mtt", "sre2l", "dwa")
+
 
 def _val_per_class(n_train: int, num_classes: int) -> int:
     """Validation images per class carved from the training split: 10 % of a class, at most 500."""
     return int(min(500, max(1, n_train // num_classes // 10)))
 
 
-def prepare_data(dataset: str, *, data_dir=None, zca: bool = False, val_per_class: int | None = None,
+def prepare_data(dataset, *, data_dir=None, zca: bool = False, val_per_class: int | None = None,
                  seed: int = 0):
-    """(train, val, preprocess, normalised train images, normalised val images) for a dataset."""
-    full = load(dataset, "train", data_dir)
+    """(train, val, preprocess, normalised train images, normalised val images) for a dataset: a name, a
+    ``Dataset`` or (images, labels) (see ``jaxdd.data.as_dataset``)."""
+    full = as_dataset(dataset, "train", data_dir)
     vpc = _val_per_class(full.num_examples, full.num_classes) if val_per_class is None else val_per_class
     train, val = split_train_val(full, vpc, seed) if vpc > 0 else (full, None)
     pre = fit_preprocess(train.images, zca=True) if zca else fit_preprocess(train.images, full.mean, full.std)
@@ -69,24 +81,37 @@ def method_config(spec, iterations: int | None = None, overrides: dict | None = 
     return DistillConfig(**kw)
 
 
-def distill_dataset(method: str, dataset: str, ipc: int, *, out_dir: str | None = None, seed: int = 0,
-                    iterations: int | None = None, model: str = "ConvNet", model_kwargs: dict | None = None,
+def distill_dataset(method: str, dataset, ipc: int, *, out_dir: str | None = None, seed: int = 0,
+                    iterations: int | None = None, model="ConvNet", model_kwargs: dict | None = None,
                     param: str = "pixels", param_options: dict | None = None, init: str | None = None,
                     method_options: dict | None = None, config_overrides: dict | None = None,
                     zca: bool = False, data_dir: str | None = None, val_per_class: int | None = None,
                     eval_every: int = 0, eval_models: int = 2, eval_epochs: int = 100,
-                    progress: bool = True) -> dict:
-    """Distil ``dataset`` with ``method`` at a budget of ``ipc`` pixel images per class; returns a summary dict.
+                    progress: bool = True, callbacks=()) -> dict:
+    """Distil ``dataset`` with ``method`` at a budget of ``ipc`` pixel images per class; returns a summary dict
+    (the artifact's metadata plus ``images``, ``labels``, ``history`` and ``preprocess``).
 
+    ``dataset``: a name, a ``jaxdd.Dataset`` or arrays ``(images, labels)`` (uint8, or float in [0, 1]; see
+    ``jaxdd.from_arrays``). ``model``: a registered name or a flax module satisfying the model contract.
     Rerunning with the same ``out_dir`` resumes from its last checkpoint. ``eval_every`` > 0 evaluates the set on
-    the validation split (``eval_models`` networks, ``eval_epochs`` epochs) during distillation.
+    the validation split (``eval_models`` networks, ``eval_epochs`` epochs) during distillation. ``callbacks``:
+    callables ``(step, metrics)`` called with every logged row (see ``jaxdd.distill.distill``).
     """
     spec = get_method(method)
     opts = resolve_options(spec, method_options or {})
-    train, val, pre, x_train, x_val = prepare_data(dataset, data_dir=data_dir, zca=zca,
+    named = isinstance(dataset, str)
+    full = as_dataset(dataset, "train", data_dir)
+    train, val, pre, x_train, x_val = prepare_data(full, data_dir=data_dir, zca=zca,
                                                    val_per_class=val_per_class, seed=seed)
     k = train.num_classes
     shape = train.image_shape
+    if not isinstance(model, str):
+        if spec.name.split("+")[0] in _NEEDS_MODEL_NAME:
+            raise JaxddError(f"method {method!r} saves the model by name with its experts or teacher; register your "
+                             f"module first: jaxdd.register_model('{model_name(model)}', lambda num_classes, **kw: "
+                             f"{model_name(model)}(num_classes=num_classes, **kw)), then pass "
+                             f"model='{model_name(model)}'")
+        check_model(get_model(model, k, **(model_kwargs or {})), shape, k)
     init = init or spec.defaults.get("init", "real")
     parameterization = make_parameterization(param, ipc=ipc, image_shape=shape, num_classes=k, init=init,
                                              **(param_options or {}))
@@ -94,7 +119,7 @@ def distill_dataset(method: str, dataset: str, ipc: int, *, out_dir: str | None 
     k_build, k_run, k_eval = jax.random.split(key, 3)
     pool = make_pool(x_train, train.labels, k)
     ctx = MethodContext(k, shape, parameterization.images_per_class, model, dict(model_kwargs or {}), opts,
-                        dataset, pool, pre, k_build, data_dir)
+                        dataset if named else full.name, pool, pre, k_build, data_dir)
     objective = spec.build(ctx)
     config = method_config(spec, iterations, config_overrides, eval_every, progress)
     eval_augment = spec.defaults.get("eval_augment")
@@ -110,34 +135,39 @@ def distill_dataset(method: str, dataset: str, ipc: int, *, out_dir: str | None 
                                      model_kwargs=model_kwargs)
             return {"val_acc": res.mean, "val_acc_std": res.std}
 
-    result = distill(k_run, objective, parameterization, pool, config, out_dir=out_dir, evaluator=evaluator)
+    result = distill(k_run, objective, parameterization, pool, config, out_dir=out_dir, evaluator=evaluator,
+                     callbacks=callbacks)
     budget = pixel_budget(k, ipc, shape)
     stored = tree_floats(result.state.syn["data"])
     if stored > budget:
         raise JaxddError(f"parameterization {param} stores {stored} floats, over the pixel budget {budget}")
     meta = {
-        "jaxdd_version": __version__, "method": method, "dataset": dataset, "ipc_budget": ipc,
+        "jaxdd_version": __version__, "method": method, "dataset": dataset if named else None, "ipc_budget": ipc,
         "images_per_class": parameterization.images_per_class, "num_images": int(result.images.shape[0]),
         "floats_stored": stored, "floats_budget": budget,
         "compression_vs_full": float(train.num_examples * math.prod(shape) / stored),
         "parameterization": {"name": parameterization.name, **parameterization.config},
-        "model": model, "model_kwargs": model_kwargs or {}, "method_options": opts,
+        "model": model_name(model), "model_kwargs": model_kwargs or {}, "method_options": opts,
         "config": dataclasses.asdict(config), "seed": seed, "key": f"jax.random.key({seed})",
         "zca": zca, "eval_augment": eval_augment, "num_classes": k, "class_names": list(train.class_names),
         "image_shape": list(shape), "val_per_class": None if val is None else int(val.num_examples // k),
         "final_metrics": result.history[-1] if result.history else {},
     }
+    if not named:  # arrays or a Dataset object: no name to load them again by
+        meta["data"] = {"name": full.name, "num_examples": full.num_examples, "sha256": fingerprint(full)}
+    if not isinstance(model, str):
+        meta["model_module"] = True  # an own flax module: evaluate_run needs it again (model=...)
     if spec.artifact_metadata is not None:
         meta.update(spec.artifact_metadata(jax.device_get(result.state.syn.get("extras", {})), opts))
     if out_dir is not None:
         save_artifact(out_dir, result.images, result.labels, pre, meta, class_names=train.class_names)
-    return {**meta, "images": result.images, "labels": result.labels, "history": result.history}
+    return {**meta, "images": result.images, "labels": result.labels, "history": result.history, "preprocess": pre}
 
 
-def evaluate_run(out_dir: str, *, num_models: int | None = None, epochs: int | None = None,
-                 model: str | None = None, seed: int = 0, augment: str | None | bool = True, lr: float | None = None,
+def evaluate_run(out_dir: str, *, num_models: int | None = None, epochs: int | None = None, model=None,
+                 seed: int = 0, augment: str | None | bool = True, lr: float | None = None,
                  data_dir: str | None = None, baseline: bool = False, save: bool = True,
-                 paper_protocol: bool = False) -> dict:
+                 paper_protocol: bool = False, test=None, train=None) -> dict:
     """Evaluate a finished run on the dataset's test split; writes ``out_dir/eval.json`` when ``save``.
 
     num_models: networks trained (default ``DEFAULT_EVAL_MODELS`` = 5; with ``paper_protocol`` the paper's count,
@@ -151,12 +181,32 @@ def evaluate_run(out_dir: str, *, num_models: int | None = None, epochs: int | N
     evaluates a random real subset of the same number of images per class under the same protocol.
     eval.json records the protocol (``synthetic.protocol``) and ``evaluation``: whether it was the paper's, the
     paper's network count, and where the augmentation came from.
+
+    test / train: the test split (and for ``baseline`` the training split) as arrays ``(images, labels)`` in the
+    units given to ``distill_dataset`` (or ``Dataset`` objects); required for a run distilled from arrays, optional
+    (they replace the named dataset's splits) otherwise. model: a registered name or a flax module (required again
+    for a run distilled with an own module); default: the run's model.
     """
     art = load_artifact(out_dir)
     meta = art.metadata
     dataset = meta.get("dataset")
-    if dataset is None:
-        raise JaxddError(f"{out_dir}/synthetic.json names no dataset; cannot find its test split")
+    k_meta = meta.get("num_classes")
+
+    def split_of(given, split):
+        if given is None:
+            if dataset is None:
+                what = f"arrays (sha256 {meta['data']['sha256'][:12]}...)" if "data" in meta else "no named dataset"
+                raise JaxddError(f"{out_dir} was distilled from {what}, so its {split} split cannot be loaded by name; "
+                                 f"pass it: evaluate_run({str(out_dir)!r}, {split}=(x_{split}, y_{split})) with images "
+                                 "in the units given to distill_dataset (uint8 or [0, 1])")
+            return load(dataset, split, data_dir)
+        if is_array_pair(given):
+            return from_arrays(*given, num_classes=k_meta, split=split)
+        return as_dataset(given, split, data_dir)
+
+    if model is None and meta.get("model_module"):
+        raise JaxddError(f"{out_dir} was distilled with your own flax module {meta.get('model')}; pass it again: "
+                         f"evaluate_run({str(out_dir)!r}, model={meta.get('model')}(...))")
     method = meta.get("method")
     paper_models = paper_eval_models(method)
     if paper_protocol:
@@ -168,15 +218,17 @@ def evaluate_run(out_dir: str, *, num_models: int | None = None, epochs: int | N
                              f"lr; drop {', '.join(f'{k}={v!r}' for k, v in given.items())} or the paper protocol")
     if num_models is None:
         num_models = paper_models if paper_protocol else DEFAULT_EVAL_MODELS
-    model = model or meta.get("model", "ConvNet")
+    model = model if model is not None else meta.get("model", "ConvNet")
     paper_lr = float(meta.get("eval_lr", 0.01))
-    paper = default_protocol(standard_eval_augment(method, dataset, model, meta.get("eval_augment")), lr=paper_lr)
+    paper = default_protocol(standard_eval_augment(method, dataset, model_name(model), meta.get("eval_augment")),
+                             lr=paper_lr)
     if augment is True:
-        strategy, augment_from = paper.augment, f"the paper's rule for {method} on {dataset} with {model}"
+        strategy, augment_from = paper.augment, f"the paper's rule for {method} on {dataset} with {model_name(model)}"
     else:
         strategy, augment_from = augment or None, "given"
     protocol = default_protocol(strategy, epochs=epochs, lr=paper_lr if lr is None else lr)
-    test = load(dataset, "test", data_dir)
+    test_given = test is not None
+    test = split_of(test, "test")
     x_test = apply_preprocess(art.preprocess, test.images)
     key = jax.random.key(seed)
     res = evaluate_synthetic(key, art.images, art.labels, x_test, test.labels, num_classes=test.num_classes,
@@ -186,8 +238,10 @@ def evaluate_run(out_dir: str, *, num_models: int | None = None, epochs: int | N
                   "paper_num_models": paper_models, "epochs": protocol.epochs, "augment": protocol.augment,
                   "augment_from": augment_from}
     out = {"synthetic": res.to_dict(), "dataset": dataset, "split": "test", "seed": seed, "evaluation": evaluation}
+    if test_given:
+        out["test_sha256"] = fingerprint(test)
     if baseline:
-        train = load(dataset, "train", data_dir)
+        train = split_of(train, "train")
         ipc = int(meta.get("images_per_class", art.images.shape[0] // test.num_classes))
         base = evaluate_random_subset(jax.random.fold_in(key, 1), apply_preprocess(art.preprocess, train.images),
                                       train.labels, x_test, test.labels, num_classes=test.num_classes, ipc=ipc,

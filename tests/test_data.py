@@ -409,3 +409,67 @@ def test_check_images():
     assert jax.jit(lambda a: check_images(a) * 2)(x).shape == x.shape
     with pytest.raises(JaxddError):
         jax.jit(lambda a: check_images(a))(x[0])
+
+
+# --------------------------------------------------------------------------------------------- own data (issue 22)
+
+
+def test_from_arrays_converts_validates_and_names():
+    from jaxdd.data import fingerprint, from_arrays
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (30, 6, 5), dtype=np.uint8)
+    y = np.repeat(np.arange(3), 10)
+    ds = from_arrays(x, y, class_names=["a", "b", "c"])
+    assert ds.images.shape == (30, 6, 5, 1) and ds.images.dtype == np.float32 and ds.labels.dtype == np.int32
+    np.testing.assert_allclose(ds.images[..., 0], x / 255.0, rtol=1e-6)
+    assert ds.class_names == ("a", "b", "c") and ds.num_classes == 3 and ds.name == "arrays"
+    np.testing.assert_allclose(ds.mean, [ds.images.mean()], rtol=1e-5)
+    np.testing.assert_allclose(ds.std, [ds.images.std()], rtol=1e-5)
+    # the same arrays as floats in [0, 1] are the same dataset: same fingerprint; a changed label changes it
+    same = from_arrays(x.astype(np.float32) / 255.0, y, num_classes=3)
+    assert same.class_names == ("0", "1", "2")
+    assert fingerprint(same) == fingerprint(ds)
+    y2 = y.copy()
+    y2[0] = 1
+    assert fingerprint(from_arrays(x, y2, num_classes=3)) != fingerprint(ds)
+    assert len(fingerprint(ds)) == 64
+
+
+@pytest.mark.parametrize("images,labels,kw,match", [
+    (np.full((4, 5, 5), 2.0, np.float32), np.array([0, 1, 0, 1]), {}, r"\[0, 1\].*x / 255"),
+    (np.zeros((4, 5, 5), np.float32), np.array([0, 1, 0]), {}, "4 images but labels of shape"),
+    (np.zeros((4, 5, 5), np.float32), np.array([0, 1, 0, 3]), {"class_names": "abc"}, r"labels must lie in \[0, 3\)"),
+    (np.zeros((4, 5, 5), np.float32), np.array([0, 0, 0, 0]), {}, "at least 2 classes"),
+    (np.zeros((4,), np.float32), np.array([0, 1, 0, 1]), {}, r"\(n, h, w\) or \(n, h, w, c\)"),
+    (np.zeros((4, 5, 5), np.float32), np.array([0.5, 1, 0, 1]), {}, "int class ids"),
+])
+def test_from_arrays_errors(images, labels, kw, match):
+    from jaxdd.data import from_arrays
+
+    with pytest.raises(JaxddError, match=match):
+        from_arrays(images, labels, **kw)
+
+
+def test_register_dataset_loads_by_name_and_as_dataset(monkeypatch):
+    from jaxdd.data import as_dataset, register_dataset
+    from jaxdd.data import custom
+
+    monkeypatch.setattr(custom, "_CUSTOM", dict(custom._CUSTOM))  # registrations stay inside this test
+    rng = np.random.default_rng(1)
+    splits = {s: (rng.random((12, 4, 4, 3), dtype=np.float32), np.arange(12) % 2) for s in ("train", "test")}
+    register_dataset("toy_pairs", lambda split: splits[split], class_names=("cat", "dog"))
+    assert "toy_pairs" in available_datasets()
+    ds = load("toy_pairs", "test")
+    assert (ds.name, ds.split, ds.class_names) == ("toy_pairs", "test", ("cat", "dog"))
+    np.testing.assert_array_equal(ds.images, splits["test"][0])
+    assert as_dataset("toy_pairs", "train").split == "train"
+    assert as_dataset(ds) is ds
+    assert as_dataset(splits["train"]).num_examples == 12
+    register_dataset("broken", lambda split: [1, 2, 3])
+    with pytest.raises(JaxddError, match="must return a jaxdd Dataset or a pair"):
+        load("broken")
+    with pytest.raises(JaxddError, match="name .*Dataset or a pair"):
+        as_dataset(42)
+    with pytest.raises(JaxddError, match="register_dataset"):
+        load("no_such_dataset")

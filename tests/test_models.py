@@ -222,3 +222,99 @@ def test_get_model_resolves_auto_and_refuses_unknown_conv_impl():
     assert get_model("ConvNet", 10, conv_impl="auto").conv_impl == "fused"  # the suite runs on CPU
     with pytest.raises(JaxddError, match="conv_impl must be one of"):
         get_model("ConvNet", 10, conv_impl="pathces")
+
+
+# ------------------------------------------------------------------------------------- the model contract (issue 22)
+
+import flax.linen as nn  # noqa: E402
+
+
+class _Good(nn.Module):
+    num_classes: int = 3
+    width: int = 4
+
+    @nn.compact
+    def __call__(self, x, train=False, features=False):
+        emb = nn.relu(nn.Conv(self.width, (3, 3))(x)).mean(axis=(1, 2))
+        logits = nn.Dense(self.num_classes)(emb)
+        return (logits, {"embedding": emb}) if features else logits
+
+
+class _NoKeywords(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+
+class _NoFeatures(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+
+class _NoEmbedding(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False, features=False):
+        logits = nn.Dense(3)(x.reshape(x.shape[0], -1))
+        return (logits, {"block1": x}) if features else logits
+
+
+class _LogitsOnly(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False, features=False):
+        return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+
+def test_check_model_accepts_the_contract_and_get_model_passes_modules_through():
+    from jaxdd.models import check_model, model_name
+
+    m = _Good()
+    check_model(m, (8, 8, 1), 3)
+    check_model(get_model("ConvNet", 10, width=8, depth=2), (8, 8, 1), 10)  # every zoo model satisfies it
+    check_model(get_model("ResNet18BN", 10), (8, 8, 3), 10)
+    assert get_model(m, 3) is m
+    assert get_model(m, 3, width=6).width == 6 and m.width == 4  # overrides clone
+    assert model_name(m) == "_Good" and model_name("ConvNet") == "ConvNet"
+
+
+@pytest.mark.parametrize("module,match", [
+    (_NoKeywords(), "unexpected keyword argument 'train'"),
+    (_NoFeatures(), "unexpected keyword argument 'features'"),
+    (_NoEmbedding(), "no 'embedding' entry"),
+    (_LogitsOnly(), "not a pair"),
+    (_Good(num_classes=4), r"logits have shape \(2, 4\), expected \(2, 3\)"),
+])
+def test_check_model_states_the_contract(module, match):
+    from jaxdd.models import check_model
+
+    with pytest.raises(JaxddError, match=match) as e:
+        check_model(module, (8, 8, 1), 3)
+    assert "__call__(x, train=False, features=False)" in str(e.value)
+    assert 'return (logits, {"embedding": emb}) if features else logits' in str(e.value)  # the example
+
+
+def test_objective_with_a_module_missing_the_keywords_raises_the_contract_not_a_typeerror():
+    import jaxdd
+
+    x = np.random.default_rng(0).random((12, 8, 8, 1), dtype=np.float32)
+    pool = jaxdd.make_pool(x, np.arange(12) % 3, 3)
+    obj, param = jaxdd.dm(_NoFeatures(), 3, real_per_class=2), jaxdd.pixels(1)
+    state, tx = jaxdd.init_state(jax.random.key(0), obj, param, pool, jaxdd.DistillConfig())
+    with pytest.raises(JaxddError, match="model contract.*'features'"):
+        jaxdd.make_step(obj, param, tx)(state, pool, jax.random.key(0))
+
+
+def test_get_model_errors_and_register_model(monkeypatch):
+    from jaxdd import models
+
+    with pytest.raises(JaxddError, match="unknown model 'Nope'"):
+        get_model("Nope", 10)
+    with pytest.raises(JaxddError, match="registered name or a flax.linen Module"):
+        get_model(42, 10)
+    with pytest.raises(JaxddError, match="do not apply to your module"):
+        get_model(_Good(), 3, depth=5)
+    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    models.register_model("TinyGood", lambda num_classes, **kw: _Good(num_classes=num_classes, **kw))
+    assert "TinyGood" in available_models() and get_model("TinyGood", 7).num_classes == 7
+    with pytest.raises(JaxddError, match="non-empty name and a callable"):
+        models.register_model("", None)

@@ -6,9 +6,11 @@
     x = apply_preprocess(pre, train.images)          # the space models and synthetic sets live in
     idx = class_index(train.labels, train.num_classes)
     rows = sample_per_class(key, idx, 256)           # (K, 256) indices, jittable
+    own = from_arrays(x, y, class_names=names)      # own numpy arrays; or register_dataset(name, loader)
 """
 from jaxdd.data.checks import check_images
 from jaxdd.data.datasets import Dataset, available_datasets, load, read_idx_split
+from jaxdd.data.custom import as_dataset, fingerprint, from_arrays, register_dataset
 from jaxdd.data.preprocess import (
     Preprocess,
     apply_preprocess,
@@ -25,17 +27,21 @@ __all__ = [
     "Dataset",
     "Preprocess",
     "apply_preprocess",
+    "as_dataset",
     "available_datasets",
     "check_images",
     "check_ipc",
     "class_index",
+    "fingerprint",
     "fit_preprocess",
+    "from_arrays",
     "import_idx_to_tfds",
     "invert_preprocess",
     "load",
     "preprocess_from_arrays",
     "preprocess_to_arrays",
     "read_idx_split",
+    "register_dataset",
     "sample_per_class",
     "split_train_val",
 ]

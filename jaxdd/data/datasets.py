@@ -121,8 +121,10 @@ _HOW_TO = {
 
 
 def available_datasets() -> tuple[str, ...]:
-    """The names ``load`` accepts."""
-    return tuple(_SPECS)
+    """The names ``load`` accepts (built-in, then those added with ``register_dataset``)."""
+    from jaxdd.data.custom import _CUSTOM
+
+    return tuple(_SPECS) + tuple(n for n in _CUSTOM if n not in _SPECS)
 
 
 # ----------------------------------------------------------------------------------------------------- digits
@@ -362,9 +364,15 @@ def load(name: str, split: str = "train", data_dir: str | os.PathLike | None = N
     Raises:
       JaxddError: unknown name, bad split, or the data was found nowhere (the message lists every location tried).
     """
+    from jaxdd.data.custom import _CUSTOM, load_registered
+
+    if name in _CUSTOM:
+        return load_registered(name, split)
     spec = _SPECS.get(name)
     if spec is None:
-        raise JaxddError(f"Unknown dataset {name!r}. Known datasets: {', '.join(sorted(_SPECS))}.")
+        raise JaxddError(f"Unknown dataset {name!r}. Known datasets: {', '.join(sorted(available_datasets()))}. "
+                         "For your own data pass arrays (images, labels) or a Dataset, or register a loader with "
+                         "jaxdd.register_dataset(name, loader).")
     if split not in spec.splits:
         raise JaxddError(
             f"Unknown split {split!r} for dataset {name!r}: use one of {', '.join(spec.splits)} "

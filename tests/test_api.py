@@ -1,0 +1,176 @@
+"""The public API a notebook user meets (issue 22): names without traps, own arrays and own flax modules through
+distill_dataset / evaluate_run / evaluate_synthetic, logging callbacks, figures without global side effects."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+import jaxdd
+from jaxdd.types import JaxddError
+
+
+class TinyCNN(nn.Module):
+    num_classes: int = 3
+
+    @nn.compact
+    def __call__(self, x, train=False, features=False):
+        emb = nn.relu(nn.Conv(4, (3, 3))(x)).mean(axis=(1, 2))
+        logits = nn.Dense(self.num_classes)(emb)
+        return (logits, {"embedding": emb}) if features else logits
+
+
+def _arrays(n_per_class=20, seed=0):
+    """uint8 toy images (n, 8, 8) of 3 classes (each a different bright region) and int labels."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(3), n_per_class)
+    x = rng.integers(0, 60, (len(y), 8, 8))
+    for c in range(3):
+        x[y == c, :, 2 * c:2 * c + 3] += 180
+    return x.astype(np.uint8), y
+
+
+def test_public_names_have_no_traps():
+    from jaxdd import augment, objectives, train
+
+    assert isinstance(jaxdd.train, types.ModuleType) and jaxdd.train is train
+    assert jaxdd.train.predict_many is train.predict_many is jaxdd.predict_many
+    assert jaxdd.train_model is train.train
+    net, loops = jaxdd.get_model("ConvNet", 3, width=4, depth=1), {"outer_loop": 1, "inner_loop": 1}
+    obj = jaxdd.dsa(net, 3, (8, 8, 1), **loops)  # the method, like jaxdd.dm and jaxdd.dc
+    assert isinstance(obj, jaxdd.Objective) and obj.name == objectives.dsa(net, 3, (8, 8, 1), **loops).name
+    with pytest.raises(JaxddError, match="jaxdd.dsa_augment"):  # the old call of the augmentation
+        jaxdd.dsa(np.zeros((2, 8, 8, 1), np.float32), jax.random.key(0), jaxdd.DSA_DEFAULT)
+    assert jaxdd.dsa_augment is augment.dsa and jaxdd.augment is augment
+    for name in ("dm", "dc", "dsa", "mtt", "kip", "bptt", "recover", "gradient_matching", "with_mutual_info",
+                 "pixels", "low_rank", "register_model", "register_dataset", "register_method",
+                 "register_parameterization", "from_arrays", "check_model", "MODEL_CONTRACT", "show_synthetic",
+                 "save_image_grid", "JsonlLogger", "predict_many", "train_many", "evaluate_synthetic"):
+        assert hasattr(jaxdd, name), name
+
+
+def test_import_and_artifact_saving_leave_matplotlib_alone(tmp_path):
+    """Importing jaxdd imports no matplotlib; saving an artifact (its PNG) keeps the user's backend and pyplot."""
+    code = f"""
+import sys
+import jaxdd
+assert "matplotlib" not in sys.modules, "jaxdd imported matplotlib"
+import matplotlib
+matplotlib.use("svg")
+import numpy as np
+x = np.random.default_rng(0).random((4, 5, 5, 1), dtype=np.float32)
+pre = jaxdd.fit_preprocess(x)
+jaxdd.save_artifact({str(tmp_path)!r}, x, np.array([0, 0, 1, 1]), pre, {{}}, class_names=("a", "b"))
+fig = jaxdd.show_synthetic({str(tmp_path)!r})
+assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+assert "matplotlib.pyplot" not in sys.modules, "jaxdd imported pyplot"
+print("ok", type(fig).__name__)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["ok", "Figure"]
+    assert (tmp_path / "synthetic.png").stat().st_size > 0
+
+
+def test_show_synthetic_rows_named_by_class():
+    from matplotlib.figure import Figure
+
+    x = np.random.default_rng(0).random((6, 5, 5, 1), dtype=np.float32)
+    y = np.array([2, 0, 1, 2, 0, 1])
+    fig = jaxdd.show_synthetic(x, y, class_names=("cat", "dog", "emu"), max_per_class=1)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["cat", "dog", "emu"]
+    assert ax.images[0].get_array().shape == (3 * 6 + 1, 6 + 1)  # one row per class, max_per_class=1 column
+    soft = jax.nn.one_hot(y, 3)  # learned (soft) labels: rows by argmax; without names the class ids
+    fig = jaxdd.show_synthetic(x, soft)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["0", "1", "2"]
+    with pytest.raises(JaxddError, match="needs labels"):
+        jaxdd.show_synthetic(x)
+
+
+def test_save_image_grid_draws_the_class_names(tmp_path):
+    x = np.random.default_rng(0).random((4, 5, 5, 1), dtype=np.float32)
+    y = np.array([0, 0, 1, 1])
+    jaxdd.save_image_grid(x, y, tmp_path / "a.png", class_names=("cat", "dog"))
+    jaxdd.save_image_grid(x, y, tmp_path / "b.png", class_names=("zebra", "yak"))
+    jaxdd.save_image_grid(x, y, tmp_path / "c.png", class_names=("cat", "dog"))
+    a, b, c = ((tmp_path / f).read_bytes() for f in ("a.png", "b.png", "c.png"))
+    assert a == c and a != b
+
+
+def test_own_arrays_and_module_distil_log_and_evaluate(tmp_path):
+    """distill_dataset on (x, y) with an own module; the callback sees what metrics.jsonl holds; evaluate_run needs
+    the test arrays and the module again, and says so."""
+    x, y = _arrays()
+    x_test, y_test = _arrays(5, seed=1)
+    rows = []
+    run = tmp_path / "run"
+    out = jaxdd.distill_dataset("dm", (x, y), 1, iterations=3, model=TinyCNN(), out_dir=str(run), progress=False,
+                                method_options={"real_per_class": 4, "dsa": ""}, val_per_class=2,
+                                callbacks=[lambda step, m: rows.append({"step": step, **m})])
+    meta = json.loads((run / "synthetic.json").read_text())
+    assert meta["dataset"] is None and meta["model"] == "TinyCNN" and meta["model_module"] is True
+    assert meta["data"]["sha256"] == jaxdd.fingerprint(jaxdd.from_arrays(x, y))
+    assert meta["num_classes"] == 3 and meta["image_shape"] == [8, 8, 1] and meta["data"]["num_examples"] == 60
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows == logged and [r["step"] for r in rows] == [1, 3] and "loss" in rows[0]
+    assert out["images"].shape == (3, 8, 8, 1) and out["preprocess"] is not None
+
+    with pytest.raises(JaxddError, match="own flax module TinyCNN; pass it again"):
+        jaxdd.evaluate_run(str(run), test=(x_test, y_test), num_models=1, epochs=1)
+    with pytest.raises(JaxddError, match=r"distilled from arrays \(sha256 .*test=\(x_test, y_test\)"):
+        jaxdd.evaluate_run(str(run), model=TinyCNN(), num_models=1, epochs=1)
+    with pytest.raises(JaxddError, match=r"train=\(x_train, y_train\)"):
+        jaxdd.evaluate_run(str(run), model=TinyCNN(), test=(x_test, y_test), baseline=True, num_models=1, epochs=1)
+    res = jaxdd.evaluate_run(str(run), model=TinyCNN(), test=(x_test, y_test), train=(x, y), baseline=True,
+                             num_models=1, epochs=1, augment=False)
+    assert res["synthetic"]["model"] == "TinyCNN" and 0.0 <= res["synthetic"]["mean"] <= 1.0
+    assert res["test_sha256"] == jaxdd.fingerprint(jaxdd.from_arrays(x_test, y_test, num_classes=3))
+    assert "random_subset" in res and json.loads((run / "eval.json").read_text()) == res
+
+
+def test_evaluate_synthetic_takes_a_module_and_checks_it():
+    x, y = _arrays(4)
+    xs = np.asarray(x, np.float32)[..., None] / 255.0
+    res = jaxdd.evaluate_synthetic(jax.random.key(0), xs, y, xs, y, num_classes=3, model=TinyCNN(), num_models=1,
+                                   protocol=jaxdd.TrainProtocol(epochs=1))
+    assert res.model == "TinyCNN" and res.accuracies.shape == (1,)
+    with pytest.raises(JaxddError, match=r"logits have shape \(2, 3\), expected \(2, 5\)"):
+        jaxdd.evaluate_synthetic(jax.random.key(0), xs, y, xs, y, num_classes=5, model=TinyCNN(), num_models=1,
+                                 protocol=jaxdd.TrainProtocol(epochs=1))
+
+
+def test_module_errors_in_distill_dataset_say_what_to_do():
+    x, y = _arrays(6)
+    with pytest.raises(JaxddError, match="model contract"):  # checked before anything runs
+        jaxdd.distill_dataset("dm", (x, y), 1, iterations=1, model=TinyCNN(num_classes=4), progress=False)
+    with pytest.raises(JaxddError, match=r"register your module first: jaxdd.register_model\('TinyCNN'"):
+        jaxdd.distill_dataset("mtt", (x, y), 1, iterations=1, model=TinyCNN(), progress=False)
+    with pytest.raises(JaxddError, match="name .*Dataset or a pair"):
+        jaxdd.distill_dataset("dm", {"x": x}, 1, iterations=1, progress=False)
+
+
+def test_registered_dataset_and_model_by_name_record_names(tmp_path, monkeypatch):
+    from jaxdd import models
+    from jaxdd.data import custom
+
+    monkeypatch.setattr(custom, "_CUSTOM", dict(custom._CUSTOM))
+    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    splits = {"train": _arrays(), "test": _arrays(5, seed=1)}
+    jaxdd.register_dataset("toy3", lambda split: splits[split], class_names=("left", "mid", "right"))
+    jaxdd.register_model("Tiny", lambda num_classes, **kw: TinyCNN(num_classes=num_classes, **kw))
+    run = tmp_path / "run"
+    jaxdd.distill_dataset("dm", "toy3", 1, iterations=1, model="Tiny", out_dir=str(run), progress=False,
+                          method_options={"real_per_class": 4, "dsa": ""}, val_per_class=2)
+    meta = json.loads((run / "synthetic.json").read_text())
+    assert meta["dataset"] == "toy3" and meta["model"] == "Tiny" and "data" not in meta
+    assert meta["class_names"] == ["left", "mid", "right"]
+    res = jaxdd.evaluate_run(str(run), num_models=1, epochs=1, augment=False)  # test split found by name
+    assert res["dataset"] == "toy3" and "test_sha256" not in res
