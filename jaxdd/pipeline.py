@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdd import __version__
-from jaxdd.checkpoint import load_artifact, save_artifact
+from jaxdd.checkpoint import check_artifact, load_artifact, save_artifact
 from jaxdd.data import apply_preprocess, fit_preprocess, load, split_train_val
 from jaxdd.distill import DistillConfig, distill, make_pool
 from jaxdd.evaluate import EvalResult, evaluate_random_subset, evaluate_synthetic
@@ -79,6 +79,30 @@ def method_config(spec, iterations: int | None = None, overrides: dict | None = 
     return DistillConfig(**kw)
 
 
+# DistillConfig fields that change when or how a run is saved or logged, not what it computes
+RUNTIME_FIELDS = ("checkpoint_every", "checkpoint_seconds", "log_every", "eval_every", "keep_checkpoints", "progress")
+
+
+def run_config(method: str, dataset: str, ipc: int, *, seed: int, opts: dict, config: DistillConfig, model: str,
+               model_kwargs: dict | None, param: str, param_options: dict | None, init: str, zca: bool,
+               val_per_class: int | None) -> dict:
+    """The resolved configuration a distillation run is created with (``run.json``): everything that decides the
+    synthetic set's bits (not where the data live, the cadences of checkpoints, logs or validation)."""
+    return {"method": method, "method_options": opts, "dataset": dataset, "zca": zca, "val_per_class": val_per_class,
+            "model": model, "model_kwargs": dict(model_kwargs or {}), "param": param,
+            "param_options": dict(param_options or {}), "init": init, "ipc": ipc, "seed": seed,
+            **{k: v for k, v in dataclasses.asdict(config).items() if k not in RUNTIME_FIELDS}}
+
+
+def start_run(out_dir, kind: str, cfg: dict, config: DistillConfig) -> None:
+    """Create or check the run directory (``jaxdd.checkpoint.resume_run``): a larger ``iterations`` extends a run
+    whose learning rates do not depend on it (schedule "constant"); any other change is refused."""
+    from jaxdd.checkpoint import resume_run
+
+    extendable = ("iterations",) if config.schedule == "constant" else ()
+    resume_run(out_dir, kind, cfg, extendable=extendable, markers=("checkpoints", "synthetic.npz", "exp_000/checkpoints"))
+
+
 def distill_dataset(method: str, dataset: str, ipc: int, *, out_dir: str | None = None, seed: int = 0,
                     iterations: int | None = None, model: str = "ConvNet", model_kwargs: dict | None = None,
                     param: str = "pixels", param_options: dict | None = None, init: str | None = None,
@@ -88,18 +112,24 @@ def distill_dataset(method: str, dataset: str, ipc: int, *, out_dir: str | None 
                     progress: bool = True) -> dict:
     """Distil ``dataset`` with ``method`` at a budget of ``ipc`` pixel images per class; returns a summary dict.
 
-    Rerunning with the same ``out_dir`` resumes from its last checkpoint. ``eval_every`` > 0 evaluates the set on
+    Rerunning with the same ``out_dir`` resumes from its last checkpoint when the configuration is the same (a larger
+    ``iterations`` extends the run; any other change raises, see ``start_run``). ``eval_every`` > 0 evaluates the set on
     the validation split (``eval_models`` networks, ``eval_epochs`` epochs) during distillation.
     """
     spec = get_method(method)
     opts = resolve_options(spec, method_options or {})
+    if param not in _PARAMS:
+        raise JaxddError(f"unknown parameterization {param!r}; available: {available_parameterizations()}")
+    init = init or spec.defaults.get("init", "real")
+    config = method_config(spec, iterations, config_overrides, eval_every, progress)
+    if out_dir is not None:
+        start_run(out_dir, "distill", run_config(
+            method, dataset, ipc, seed=seed, opts=opts, config=config, model=model, model_kwargs=model_kwargs,
+            param=param, param_options=param_options, init=init, zca=zca, val_per_class=val_per_class), config)
     train, val, pre, x_train, x_val = prepare_data(dataset, data_dir=data_dir, zca=zca,
                                                    val_per_class=val_per_class, seed=seed)
     k = train.num_classes
     shape = train.image_shape
-    if param not in _PARAMS:
-        raise JaxddError(f"unknown parameterization {param!r}; available: {available_parameterizations()}")
-    init = init or spec.defaults.get("init", "real")
     parameterization = _PARAMS[param](ipc=ipc, image_shape=shape, num_classes=k, init=init,
                                       **(param_options or {}))
     key = jax.random.key(seed)
@@ -108,7 +138,6 @@ def distill_dataset(method: str, dataset: str, ipc: int, *, out_dir: str | None 
     ctx = MethodContext(k, shape, parameterization.images_per_class, model, dict(model_kwargs or {}), opts,
                         dataset, pool, pre, k_build, data_dir)
     objective = spec.build(ctx)
-    config = method_config(spec, iterations, config_overrides, eval_every, progress)
     eval_augment = spec.defaults.get("eval_augment")
 
     evaluator = None
@@ -134,7 +163,7 @@ def distill_dataset(method: str, dataset: str, ipc: int, *, out_dir: str | None 
         "compression_vs_full": float(train.num_examples * math.prod(shape) / stored),
         "parameterization": {"name": parameterization.name, **parameterization.config},
         "model": model, "model_kwargs": model_kwargs or {}, "method_options": opts,
-        "config": dataclasses.asdict(config), "seed": seed, "key": f"jax.random.key({seed})",
+        "config": dataclasses.asdict(config), "steps_done": int(result.state.step), "seed": seed, "key": f"jax.random.key({seed})",
         "zca": zca, "eval_augment": eval_augment, "num_classes": k, "class_names": list(train.class_names),
         "image_shape": list(shape), "val_per_class": None if val is None else int(val.num_examples // k),
         "final_metrics": result.history[-1] if result.history else {},
@@ -162,6 +191,7 @@ def evaluate_run(out_dir: str, *, num_models: int = 5, epochs: int | None = None
     if dataset is None:
         raise JaxddError(f"{out_dir}/synthetic.json names no dataset; cannot find its test split")
     test = load(dataset, "test", data_dir)
+    check_artifact(art, test.num_classes, test.image_shape, where=f"{out_dir}/synthetic.npz")
     x_test = apply_preprocess(art.preprocess, test.images)
     strategy = meta.get("eval_augment") if augment is True else (augment or None)
     lr = lr if lr is not None else float(meta.get("eval_lr", 0.01))
