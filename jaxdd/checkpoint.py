@@ -52,6 +52,29 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
 
 
+class _quiet_failed_reads:
+    """A failed orbax read leaves tensorstore callbacks that later hit a closed asyncio loop and print
+    "RuntimeError: Event loop is closed" tracebacks through sys.unraisablehook: swallow exactly those (the failure
+    itself is reported as one warning line)."""
+
+    def __enter__(self):
+        self._hook = sys.unraisablehook
+
+        def hook(u):
+            if isinstance(u.exc_value, RuntimeError) and "Event loop is closed" in str(u.exc_value):
+                return
+            self._hook(u)
+
+        sys.unraisablehook = hook
+
+    def __exit__(self, *exc):
+        import gc
+
+        gc.collect()  # run the pending finalisers while the filter is on
+        sys.unraisablehook = self._hook
+        return False
+
+
 class Checkpointer:
     """Save/restore a pytree every few steps under ``directory`` (keeps the newest ``max_to_keep``).
 
@@ -127,7 +150,8 @@ class Checkpointer:
                     f"the checkpoint at {self.directory / str(s)} holds arrays of other shapes than this run's state: "
                     "it belongs to another configuration; use another output directory")
             try:
-                out = self._mngr.restore(s, args=ocp.args.StandardRestore(abstract))
+                with _quiet_failed_reads():
+                    out = self._mngr.restore(s, args=ocp.args.StandardRestore(abstract))
                 if digest is not None and state_digest(out)["sha256"] != digest["sha256"]:
                     raise ValueError("its arrays do not match the SHA-256 recorded when it was saved")
             except Exception as e:  # tensorstore raises ValueError, OSError or a bare Exception

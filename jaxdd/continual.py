@@ -407,7 +407,19 @@ def _add_arguments(p) -> None:
     p.add_argument("--data-dir", default=None, help="TFDS data_dir or a directory of IDX files (default: TFDS's)")
 
 
+def check_methods(methods: Sequence[str]) -> None:
+    """Refuse an unknown memory builder before anything runs (not after the others have spent their time)."""
+    from jaxdd.methods import available_methods
+
+    known = set(available_methods())
+    bad = [m for m in methods if m not in BASELINES and m.removeprefix("lowrank_") not in known]
+    if bad:
+        raise JaxddError(f"unknown memory builders {bad} in --methods; use random, herding, a method "
+                         f"({', '.join(sorted(known))}) or lowrank_<method>")
+
+
 def _run(args) -> int:
+    check_methods([m.strip() for m in args.methods.split(",") if m.strip()])
     config = ContinualConfig(
         steps=args.steps, ipc=args.ipc, seeds=tuple(range(args.seeds)),
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), rank=args.rank,

@@ -439,9 +439,15 @@ def _add_arguments(p) -> None:
 
 def _run(args) -> int:
     augment = None if args.augment.lower() in ("", "none") else args.augment
+    try:
+        model_kwargs = json.loads(args.model_kwargs)
+    except json.JSONDecodeError as e:
+        raise JaxddError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r} ({e})") from None
+    if not isinstance(model_kwargs, dict):
+        raise JaxddError(f"--model-kwargs must be a JSON object such as '{{\"width\": 64}}', got {args.model_kwargs!r}")
     buf = make_experts(args.dataset, args.out, num_experts=args.num_experts, epochs=args.epochs, seed=args.seed,
                        lr=args.lr, batch_size=args.batch_size, augment=augment, model=args.model,
-                       model_kwargs=json.loads(args.model_kwargs), zca=args.zca, group=args.group,
+                       model_kwargs=model_kwargs, zca=args.zca, group=args.group,
                        dtype=args.dtype, max_per_class=args.max_per_class, data_dir=args.data_dir,
                        progress=not args.no_progress)
     print(f"{buf.num_experts} experts x {buf.epochs + 1} snapshots x {buf.num_params} parameters "

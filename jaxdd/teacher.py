@@ -270,6 +270,8 @@ def _run(args) -> int:
         kwargs: Any = json.loads(args.model_kwargs)
     except json.JSONDecodeError as e:
         raise JaxddError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r} ({e})") from None
+    if not isinstance(kwargs, dict):
+        raise JaxddError(f"--model-kwargs must be a JSON object such as '{{\"width\": 32}}', got {args.model_kwargs!r}")
     config = TeacherConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                            weight_decay=args.weight_decay, shift=args.shift, flip=not args.no_flip)
     info = train_teacher(args.dataset, args.model, args.out, config=config, model_kwargs=kwargs, seed=args.seed,
