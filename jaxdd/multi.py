@@ -610,10 +610,11 @@ def _add_distill_many(p) -> None:
     g = p.add_argument_group("experiments and devices")
     g.add_argument("--num-exp", type=positive_int, default=None,
                    help="number of experiments in one program (default: the grid length, else 1)")
-    g.add_argument("--lr-img-grid", default=None, help="per-experiment image lr, comma-separated (length N)")
+    g.add_argument("--lr-img-grid", default=None,
+                   help="per-experiment image lr, comma-separated (length N) (default: none, all use --lr-img)")
     g.add_argument("--hparam", action="append", default=[], metavar="NAME=V1,V2,...",
                    help="per-experiment optimiser hyperparameter, e.g. data:momentum=0.5,0.9 or "
-                        "extras/syn_lr=1e-5,1e-4 (repeatable)")
+                        "extras/syn_lr=1e-5,1e-4 (repeatable; default: none)")
     g.add_argument("--mesh-exp", type=positive_int, default=None, help="devices on the experiment axis (default gcd(N, devices))")
     g.add_argument("--mesh-data", type=positive_int, default=None, help="devices on the data axis (default: the rest)")
     g.add_argument("--syn-sharding", choices=shd.SYN_SHARDINGS, default="replicated",
