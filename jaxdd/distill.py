@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -226,6 +227,8 @@ class _Interrupt:
         if self.requested is not None:
             raise KeyboardInterrupt
         self.requested = signum
+        print(f"\njaxdd: {signal.Signals(signum).name} received: stopping after this step with a checkpoint "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
 
     def check(self) -> None:
         """Raise KeyboardInterrupt if a stop was requested (call where the state is consistent)."""

@@ -419,8 +419,10 @@ def _add_arguments(p) -> None:
     from jaxdd.cli import _positive_float, positive_int
 
     p.add_argument("--dataset", required=True, help="dataset name (fashion_mnist, mnist, digits, cifar10, ...)")
-    p.add_argument("--num-experts", type=positive_int, required=True, help="number of experts (rerun with more to extend)")
-    p.add_argument("--epochs", type=positive_int, required=True, help="training epochs per expert (snapshots: epochs + 1)")
+    p.add_argument("--num-experts", type=positive_int, required=True,
+                   help="number of experts (rerun with more to extend)")
+    p.add_argument("--epochs", type=positive_int, required=True,
+                   help="training epochs per expert (snapshots: epochs + 1)")
     p.add_argument("--out", required=True, help="buffer directory (rerun the same command to resume)")
     p.add_argument("--seed", type=int, default=0, help="seed of the experts' initialisations and batches")
     p.add_argument("--lr", type=_positive_float, default=0.01, help="expert SGD learning rate (constant, no momentum)")

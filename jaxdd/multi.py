@@ -615,7 +615,8 @@ def _add_distill_many(p) -> None:
     g.add_argument("--hparam", action="append", default=[], metavar="NAME=V1,V2,...",
                    help="per-experiment optimiser hyperparameter, e.g. data:momentum=0.5,0.9 or "
                         "extras/syn_lr=1e-5,1e-4 (repeatable; default: none)")
-    g.add_argument("--mesh-exp", type=positive_int, default=None, help="devices on the experiment axis (default gcd(N, devices))")
+    g.add_argument("--mesh-exp", type=positive_int, default=None,
+                   help="devices on the experiment axis (default gcd(N, devices))")
     g.add_argument("--mesh-data", type=positive_int, default=None, help="devices on the data axis (default: the rest)")
     g.add_argument("--syn-sharding", choices=shd.SYN_SHARDINGS, default="replicated",
                    help="synthetic images replicated over the data axis, or split by class")
@@ -673,7 +674,8 @@ def _add_evaluate_many(p) -> None:
     from jaxdd.cli import positive_int
 
     p.add_argument("run", help="distill-many directory holding exp_*/synthetic.npz")
-    p.add_argument("--models", type=positive_int, default=5, help="networks per experiment (all E x K trained together)")
+    p.add_argument("--models", type=positive_int, default=5,
+                   help="networks per experiment (all E x K trained together)")
     p.add_argument("--epochs", type=positive_int, default=None, help="epochs (default 1000 with DSA, 300 without)")
     p.add_argument("--model", default=None, help="evaluation network (default: the distillation one)")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation networks")

@@ -100,7 +100,8 @@ def start_run(out_dir, kind: str, cfg: dict, config: DistillConfig) -> None:
     from jaxdd.checkpoint import resume_run
 
     extendable = ("iterations",) if config.schedule == "constant" else ()
-    resume_run(out_dir, kind, cfg, extendable=extendable, markers=("checkpoints", "synthetic.npz", "exp_000/checkpoints"))
+    resume_run(out_dir, kind, cfg, extendable=extendable,
+               markers=("checkpoints", "synthetic.npz", "exp_000/checkpoints"))
 
 
 def distill_dataset(method: str, dataset: str, ipc: int, *, out_dir: str | None = None, seed: int = 0,
@@ -163,7 +164,8 @@ def distill_dataset(method: str, dataset: str, ipc: int, *, out_dir: str | None 
         "compression_vs_full": float(train.num_examples * math.prod(shape) / stored),
         "parameterization": {"name": parameterization.name, **parameterization.config},
         "model": model, "model_kwargs": model_kwargs or {}, "method_options": opts,
-        "config": dataclasses.asdict(config), "steps_done": int(result.state.step), "seed": seed, "key": f"jax.random.key({seed})",
+        "config": dataclasses.asdict(config), "steps_done": int(result.state.step), "seed": seed,
+        "key": f"jax.random.key({seed})",
         "zca": zca, "eval_augment": eval_augment, "num_classes": k, "class_names": list(train.class_names),
         "image_shape": list(shape), "val_per_class": None if val is None else int(val.num_examples // k),
         "final_metrics": result.history[-1] if result.history else {},

@@ -79,7 +79,8 @@ BAD_INPUTS = [
     (["distill", "--method", "mtt", "--dataset", "digits", "--ipc", "1", "--out", "{tmp}", "--no-progress"],
      "mtt needs an expert buffer: pass --experts DIR", 2),
     ([*DM, "--allow-partial-buffer", "maybe", "--method", "mtt", "--out", "{tmp}"], "'maybe' is not a boolean", 2),
-    ([*DM, "--fresh-kernel", "x", "--method", "kip", "--out", "{tmp}"], "argument --fresh-kernel: invalid int value", 2),
+    ([*DM, "--fresh-kernel", "x", "--method", "kip", "--out", "{tmp}"], "argument --fresh-kernel: invalid int value",
+     2),
     # distill: the output directory
     ([*DM, "--out", "{file}"], "is an existing file, not a directory", 2),
     ([*DM, "--out", "/sys/jaxdd_test_run"], "cannot write the run directory --out /sys/jaxdd_test_run", 2),
