@@ -4,12 +4,14 @@
     jaxdd evaluate runs/dm10 --models 5 --epochs 300 [--baseline]
     jaxdd methods            # list methods and their options
 
-Rerunning the same ``distill`` command on the same --out directory resumes from its last checkpoint.
+Rerunning the same ``distill`` command on the same --out directory resumes from its last checkpoint; a larger
+--iterations extends the run, any other change of the configuration is refused (docs/resume.md).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import Sequence
 
@@ -29,37 +31,116 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _at_least(lo: int, what: str = "an integer"):
+    """An argparse type: an int >= lo (argparse then reports a bad value in one line and exits 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return v
+
+
+def _bool(text: str) -> bool:
+    t = text.lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true/false)")
+
+
+positive_int = _at_least(1, "a positive integer")
+nonnegative_int = _at_least(0, "a non-negative integer")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to every option's help whose default is a value and whose text names none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if ("default" not in text and d is not None and d is not False and d != argparse.SUPPRESS
+                and action.option_strings and not isinstance(d, list)):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _per_method(values: dict) -> str:
+    """{method: default} -> "1000 (dc, dsa); 20000 (dm)", or the one value all share."""
+    groups: dict = {}
+    for m, v in sorted(values.items()):
+        groups.setdefault(repr(v) if isinstance(v, str) else str(v), []).append(m)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{v} ({', '.join(ms)})" for v, ms in groups.items())
+
+
 def _add_distill(p: argparse.ArgumentParser) -> None:
+    from jaxdd.distill import DistillConfig
     from jaxdd.methods import _METHODS, available_methods
     from jaxdd.models import available_models
     from jaxdd.pipeline import available_parameterizations
 
-    p.add_argument("--method", required=True, choices=available_methods(), help="distillation method")
+    methods = available_methods()
+    specs = {m: _METHODS[m] for m in methods}
+    default = lambda field, base: _per_method({m: s.defaults.get(field, base) for m, s in specs.items()})
+    p.add_argument("--method", required=True, choices=methods, help="distillation method")
     p.add_argument("--dataset", required=True, help="dataset name (digits, fashion_mnist, mnist, cifar10, ...)")
-    p.add_argument("--ipc", type=int, required=True, help="budget: pixel images per class")
-    p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
-    p.add_argument("--iterations", type=int, default=None, help="distillation steps (default: the method's)")
+    p.add_argument("--ipc", type=positive_int, required=True, help="budget: pixel images per class")
+    p.add_argument("--out", required=True,
+                   help="run directory; rerunning the same command resumes it, a larger --iterations extends it, "
+                        "any other change is refused (see docs/resume.md)")
+    p.add_argument("--iterations", type=positive_int, default=None,
+                   help=f"distillation steps (default per method: {default('iterations', DistillConfig.iterations)})")
     p.add_argument("--seed", type=int, default=0, help="the run's one PRNG seed")
     p.add_argument("--model", default="ConvNet", help=f"network ({', '.join(available_models())})")
     p.add_argument("--param", default="pixels", help=f"parameterization ({', '.join(available_parameterizations())})")
-    p.add_argument("--rank", type=int, default=None, help="rank of the low-rank parameterization")
-    p.add_argument("--init", choices=("real", "noise"), default=None, help="synthetic init (default: method's)")
-    p.add_argument("--lr-img", type=float, default=None, help="learning rate of the synthetic images")
-    p.add_argument("--zca", action="store_true", help="ZCA-whiten instead of mean/std normalisation")
-    p.add_argument("--data-dir", default=None, help="TFDS data_dir or a directory of IDX files")
-    p.add_argument("--eval-every", type=int, default=0, help="validation evaluation cadence (0: off)")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint cadence in steps")
+    p.add_argument("--rank", type=positive_int, default=None,
+                   help="rank of the low-rank parameterization (default: the parameterization's)")
+    p.add_argument("--init", choices=("real", "noise"), default=None,
+                   help=f"synthetic init (default per method: {default('init', 'real')})")
+    p.add_argument("--lr-img", type=_positive_float, default=None,
+                   help=f"learning rate of the synthetic images (default per method: "
+                        f"{default('lr_img', DistillConfig.lr_img)})")
+    p.add_argument("--zca", action="store_true", help="ZCA-whiten instead of mean/std normalisation (default: off)")
+    p.add_argument("--data-dir", default=None, help="TFDS data_dir or a directory of IDX files (default: TFDS's)")
+    p.add_argument("--eval-every", type=nonnegative_int, default=0,
+                   help="validation evaluation cadence in steps (0: off)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None,
+                   help="checkpoint every this many steps (default: by wall time, see --checkpoint-seconds)")
+    p.add_argument("--checkpoint-seconds", type=_positive_float, default=DistillConfig.checkpoint_seconds,
+                   help="without --checkpoint-every: checkpoint once this many seconds have passed since the last "
+                        "one (and always at the end; Ctrl-C / SIGTERM also save)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     owners: dict = {}  # option name -> [(method, Option)]: methods may share an option with different choices
-    for spec in _METHODS.values():
-        for opt in spec.options:
-            owners.setdefault(opt.name, []).append((spec.name, opt))
-    group = p.add_argument_group("method options (apply to the methods that define them)")
+    for name_ in methods:
+        for opt in specs[name_].options:
+            owners.setdefault(opt.name, []).append((name_, opt))
+    group = p.add_argument_group("method options (apply to the methods that define them; default per method)")
     for name, defs in owners.items():
-        method, opt = defs[0]
-        kw = {"type": opt.type, "default": None, "help": f"[{method}] {opt.help} (default {opt.default})"}
+        _, opt = defs[0]
+        helps = dict.fromkeys(o.help for _, o in defs)
+        kw = {"type": opt.type, "default": None,
+              "help": f"[{', '.join(m for m, _ in defs)}] {next((h for h in helps if h), '')} "
+                      f"(default: {_per_method({m: o.default for m, o in defs})})"}
         if opt.type is bool:
-            kw = {"type": lambda s: s.lower() in ("1", "true", "yes"), "default": None, "help": kw["help"]}
+            kw["type"] = _bool
         if all(o.choices for _, o in defs):  # the union; each method checks its own (jaxdd.methods.resolve_options)
             kw["choices"] = tuple(dict.fromkeys(c for _, o in defs for c in o.choices))
         group.add_argument(_flag(name), dest=f"opt_{name}", **kw)
@@ -79,6 +160,7 @@ def _run_distill(args) -> int:
         overrides["lr_img"] = args.lr_img
     if args.checkpoint_every is not None:
         overrides["checkpoint_every"] = args.checkpoint_every
+    overrides["checkpoint_seconds"] = args.checkpoint_seconds
     param_options = {"rank": args.rank} if args.rank is not None else {}
     out = distill_dataset(args.method, args.dataset, args.ipc, out_dir=args.out, seed=args.seed,
                           iterations=args.iterations, model=args.model, param=args.param,
@@ -103,13 +185,13 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
         f"{DEFAULT_EVAL_MODELS} networks with the paper's epochs and augmentation; --paper-protocol: the paper's "
         f"{PAPER_EVAL_MODELS} networks (MTT: 5) as well.")
     p.add_argument("run", help="run directory holding synthetic.npz")
-    p.add_argument("--models", type=int, default=None,
+    p.add_argument("--models", type=positive_int, default=None,
                    help=f"number of networks (default {DEFAULT_EVAL_MODELS}; --paper-protocol: {PAPER_EVAL_MODELS}, "
                         "MTT 5); vmapped together on GPU/TPU, trained one after the other on CPU")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help="training epochs per network (default: 1000 with augmentation, 300 without)")
     p.add_argument("--model", default=None, help="evaluation network (default: the distillation one)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation networks")
     p.add_argument("--augment", default=None,
                    help="augmentation of the networks' training: a DSA strategy, 'dc:' + a DC-augmentation strategy "
                         "(dc:crop_scale_rotate, dc:crop_noise), or 'none' (default: the paper's rule for the "
@@ -120,7 +202,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
                    help=f"the papers' protocol: {PAPER_EVAL_MODELS} networks (MTT: 5) with the paper's epochs, "
                         "augmentation and lr (cannot be combined with --models, --epochs, --augment, --lr)")
     p.add_argument("--baseline", action="store_true", help="also evaluate a random real subset of equal size")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="TFDS data_dir or a directory of IDX files (default: TFDS's)")
 
 
 def _run_evaluate(args) -> int:
@@ -162,18 +244,21 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in SUBCOMMAND_MODULES:
         importlib.import_module(mod)
 
-    parser = argparse.ArgumentParser(prog="jaxdd", description="Dataset distillation in JAX.")
+    parser = argparse.ArgumentParser(prog="jaxdd", description="Dataset distillation in JAX.",
+                                     formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("distill", help="distil a dataset into a small synthetic set (resumable)")
+    p = sub.add_parser("distill", help="distil a dataset into a small synthetic set (resumable)",
+                       formatter_class=HelpFormatter)
     _add_distill(p)
     p.set_defaults(func=_run_distill)
-    p = sub.add_parser("evaluate", help="train fresh networks on a distilled set, report test accuracy")
+    p = sub.add_parser("evaluate", help="train fresh networks on a distilled set, report test accuracy",
+                       formatter_class=HelpFormatter)
     _add_evaluate(p)
     p.set_defaults(func=_run_evaluate)
-    p = sub.add_parser("methods", help="list methods, their defaults and options")
+    p = sub.add_parser("methods", help="list methods, their defaults and options", formatter_class=HelpFormatter)
     p.set_defaults(func=_run_methods)
     for name, (help_, add, run) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_)
+        p = sub.add_parser(name, help=help_, formatter_class=HelpFormatter)
         add(p)
         p.set_defaults(func=run)
     return parser
@@ -186,15 +271,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         reexec_with_hugepages()
     parser = build_parser()
     args = parser.parse_args(argv)
+    old_term = None
+    try:  # SIGTERM stops like Ctrl-C (the distillation loops turn both into a checkpoint and a clean stop)
+        old_term = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread
+        pass
     try:
         return args.func(args)
     except JaxddError as e:
         print(f"jaxdd: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the environment (a full disk, a permission): one line, no traceback
+        print(f"jaxdd: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\njaxdd: interrupted; the last checkpoint is saved, rerun the same command to resume",
               file=sys.stderr)
         return 130
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":  # `python -m jaxdd.cli`: use the imported module, where subcommands register

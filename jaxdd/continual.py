@@ -264,6 +264,15 @@ def run_continual(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, 
     out = Path(out_dir) if out_dir else None
     cells: dict = {}
     if out is not None:
+        from jaxdd.checkpoint import resume_run
+
+        legacy = None
+        if (out / "continual.json").is_file() and not (out / "run.json").exists():  # written by an older jaxdd
+            old = json.loads((out / "continual.json").read_text())
+            legacy = {"dataset": old.get("dataset"), "num_classes": old.get("num_classes"), **old.get("config", {})}
+        # the saved cells and sets are only valid for the same protocol: any change is refused, not mixed in
+        resume_run(out, "continual", {"dataset": dataset, "num_classes": num_classes, **dataclasses.asdict(config)},
+                   markers=("continual.json", "sets"), legacy=legacy)
         (out / "sets").mkdir(parents=True, exist_ok=True)
         if (out / "continual.json").exists():
             cells = json.loads((out / "continual.json").read_text()).get("cells", {})
@@ -372,28 +381,45 @@ def continual_learning(dataset: str, config: ContinualConfig, *, out_dir: str | 
 
 
 def _add_arguments(p) -> None:
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--steps", type=int, default=5, help="number of steps (must divide the number of classes)")
-    p.add_argument("--ipc", type=int, default=10, help="budget: pixel images per class")
-    p.add_argument("--seeds", type=int, default=3, help="number of class orders (seeds 0..N-1)")
+    from jaxdd.cli import _positive_float, positive_int
+
+    p.add_argument("--dataset", required=True, help="dataset name (fashion_mnist, mnist, digits, cifar10, ...)")
+    p.add_argument("--steps", type=positive_int, default=5, help="number of steps (must divide the number of classes)")
+    p.add_argument("--ipc", type=positive_int, default=10, help="budget: pixel images per class")
+    p.add_argument("--seeds", type=positive_int, default=3, help="number of class orders (seeds 0..N-1)")
     p.add_argument("--out", required=True, help="output directory (rerun to resume)")
     p.add_argument("--methods", default="random,herding,dm,lowrank_dm",
                    help="comma list: random, herding, any method (dm, dsa, ...), lowrank_<method>")
-    p.add_argument("--rank", type=int, default=2)
+    p.add_argument("--rank", type=positive_int, default=2, help="rank of the lowrank_<method> builders")
     p.add_argument("--model", default="ConvNet", help="network for distillation, herding features and evaluation")
     p.add_argument("--lowrank-init", choices=("noise", "svd"), default="noise", help="noise = the paper's")
-    p.add_argument("--iterations", type=int, default=None, help="distillation steps per step's set")
-    p.add_argument("--real-per-class", type=int, default=None)
-    p.add_argument("--lr-img", type=float, default=None)
-    p.add_argument("--eval-models", type=int, default=3, help="networks per seed and step")
-    p.add_argument("--eval-epochs", type=int, default=1000)
+    p.add_argument("--iterations", type=positive_int, default=None,
+                   help="distillation steps per step's set (default: the method's)")
+    p.add_argument("--real-per-class", type=positive_int, default=None,
+                   help="real images per class per distillation step (default: the method's)")
+    p.add_argument("--lr-img", type=_positive_float, default=None,
+                   help="learning rate of the synthetic images (default: the method's)")
+    p.add_argument("--eval-models", type=positive_int, default=3, help="networks per seed and step")
+    p.add_argument("--eval-epochs", type=positive_int, default=1000, help="epochs of each evaluation network")
     p.add_argument("--augment", default=aug.DSA_DEFAULT, help="evaluation DSA strategy ('none' disables)")
     p.add_argument("--herding-candidates", type=int, default=None,
                    help="herd among this many random images per class (default: all)")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="TFDS data_dir or a directory of IDX files (default: TFDS's)")
+
+
+def check_methods(methods: Sequence[str]) -> None:
+    """Refuse an unknown memory builder before anything runs (not after the others have spent their time)."""
+    from jaxdd.methods import available_methods
+
+    known = set(available_methods())
+    bad = [m for m in methods if m not in BASELINES and m.removeprefix("lowrank_") not in known]
+    if bad:
+        raise JaxddError(f"unknown memory builders {bad} in --methods; use random, herding, a method "
+                         f"({', '.join(sorted(known))}) or lowrank_<method>")
 
 
 def _run(args) -> int:
+    check_methods([m.strip() for m in args.methods.split(",") if m.strip()])
     config = ContinualConfig(
         steps=args.steps, ipc=args.ipc, seeds=tuple(range(args.seeds)),
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), rank=args.rank,

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -70,7 +71,8 @@ class DistillConfig:
     optimizer: str = "sgd"  # "sgd" (momentum) or "adam"
     schedule: str = "constant"  # "constant" or "cosine" (every lr decays as 0.5 (1 + cos(pi t / iterations)))
     log_every: int = 10
-    checkpoint_every: int = 100
+    checkpoint_every: int | None = None  # a checkpoint every this many steps; None: by wall time
+    checkpoint_seconds: float = 60.0  # with checkpoint_every None: a checkpoint once this much time has passed
     eval_every: int = 0
     keep_checkpoints: int = 2
     progress: bool = True
@@ -78,6 +80,14 @@ class DistillConfig:
     def __post_init__(self):
         if self.iterations < 0:
             raise JaxddError(f"iterations must be >= 0, got {self.iterations}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise JaxddError(f"checkpoint_every (--checkpoint-every) must be >= 1 step, got {self.checkpoint_every}; "
+                             "leave it out to checkpoint by wall time (checkpoint_seconds)")
+        if not self.checkpoint_seconds > 0:
+            raise JaxddError(f"checkpoint_seconds (--checkpoint-seconds) must be > 0, got {self.checkpoint_seconds}")
+        if self.log_every < 1 or self.eval_every < 0 or self.keep_checkpoints < 1:
+            raise JaxddError(f"log_every and keep_checkpoints must be >= 1 and eval_every >= 0 (0: off); got "
+                             f"{self.log_every}, {self.keep_checkpoints}, {self.eval_every}")
         if self.optimizer not in ("sgd", "adam"):
             raise JaxddError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.schedule not in ("constant", "cosine"):
@@ -195,23 +205,39 @@ def _read_metrics(path: Path, upto: int) -> list[dict]:
 
 
 class _Interrupt:
-    """Turn SIGTERM into KeyboardInterrupt so a terminated run saves a checkpoint before leaving."""
+    """Ctrl-C (SIGINT) and SIGTERM become a clean stop: the first one only sets ``requested``; the loop checks it
+    after each step, saves a checkpoint and raises KeyboardInterrupt (the CLI exits 130). A second signal raises at
+    once (the last saved checkpoint is kept)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self):
-        self._old = signal.getsignal(signal.SIGTERM)
+        self.requested = None
+        self._old = {}
         try:
-            signal.signal(signal.SIGTERM, self._raise)
-        except ValueError:  # not in the main thread
-            self._old = None
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not in the main thread: leave the handlers alone
+            for sig, h in self._old.items():
+                signal.signal(sig, h)
+            self._old = {}
         return self
 
-    @staticmethod
-    def _raise(signum, frame):
-        raise KeyboardInterrupt
+    def _handle(self, signum, frame):
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signum
+        print(f"\njaxdd: {signal.Signals(signum).name} received: stopping after this step with a checkpoint "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if a stop was requested (call where the state is consistent)."""
+        if self.requested is not None:
+            raise KeyboardInterrupt
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
         return False
 
 
@@ -227,6 +253,33 @@ class JsonlLogger:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
 
 
+class CheckpointClock:
+    """When to save: every ``config.checkpoint_every`` steps, or (None) once ``config.checkpoint_seconds`` of wall
+    time have passed since the last save; always at the last step. Only WHEN a checkpoint is written depends on
+    time: a resumed run replays the same keys, so the result's bits do not."""
+
+    def __init__(self, config: DistillConfig):
+        self.config = config
+        self.last = time.monotonic()
+
+    def due(self, done: int) -> bool:
+        c = self.config
+        if done == c.iterations:
+            return True
+        if c.checkpoint_every is not None:
+            return done % c.checkpoint_every == 0
+        return time.monotonic() - self.last >= c.checkpoint_seconds
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
+
+
+def check_resumed_step(step: int, config: DistillConfig, where) -> None:
+    if step > config.iterations:
+        raise JaxddError(f"the checkpoint in {where} is at step {step}, past iterations={config.iterations}: a run "
+                         "cannot be shortened; use the original iterations or another output directory")
+
+
 def distill(key: PRNGKey, objective: Objective, param: Parameterization, pool: RealPool, config: DistillConfig,
             *, out_dir: str | os.PathLike | None = None,
             evaluator: Callable[[jax.Array, jax.Array, int], dict] | None = None,
@@ -238,7 +291,8 @@ def distill(key: PRNGKey, objective: Objective, param: Parameterization, pool: R
     ``callbacks`` as ``callback(step, metrics)`` (metrics: a dict of Python floats, e.g. ``loss``, ``grad_norm``,
     cumulative ``time``, ``val_acc``), which is how TensorBoard, clu or wandb writers hook in; with ``out_dir`` the
     rows also go to ``out_dir/metrics.jsonl`` (``JsonlLogger``, one JSON object per logged step). Ctrl-C or SIGTERM
-    saves a checkpoint and re-raises.
+    finishes the current step, saves a checkpoint and raises KeyboardInterrupt. Checkpoints follow
+    ``CheckpointClock`` (by default once a minute).
     """
     from jaxdd.checkpoint import Checkpointer
 
@@ -253,6 +307,7 @@ def distill(key: PRNGKey, objective: Objective, param: Parameterization, pool: R
         metrics_path = out / "metrics.jsonl"
         if ckpt.latest_step() is not None:
             state = ckpt.restore(state)
+            check_resumed_step(int(state.step), config, out)
             history = _read_metrics(metrics_path, int(state.step))
             metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
         elif metrics_path.exists():
@@ -277,7 +332,8 @@ def distill(key: PRNGKey, objective: Objective, param: Parameterization, pool: R
     bar = tqdm(total=config.iterations, initial=start, disable=not config.progress, desc=objective.name,
                dynamic_ncols=True)
     try:
-        with _Interrupt():
+        with _Interrupt() as stop:
+            clock = CheckpointClock(config)
             t0 = time.perf_counter()
             for step in range(start, config.iterations):
                 state, metrics = step_fn(state, pool, key)
@@ -294,9 +350,11 @@ def distill(key: PRNGKey, objective: Objective, param: Parameterization, pool: R
                     bar.set_postfix(loss=f"{vals['loss']:.4g}")
                 if config.eval_every and done % config.eval_every == 0 and done != config.iterations:
                     evaluate(done)
-                if ckpt is not None and (done % config.checkpoint_every == 0 or done == config.iterations):
+                if ckpt is not None and clock.due(done):
                     ckpt.save(done, state)
+                    clock.saved()
                 bar.update(1)
+                stop.check()
     except KeyboardInterrupt:
         if ckpt is not None and int(state.step) > (ckpt.latest_step() or 0):
             ckpt.save(int(state.step), state)

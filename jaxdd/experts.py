@@ -32,6 +32,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -211,9 +212,7 @@ def _read_manifest(directory: Path) -> dict:
 # Writing
 
 
-def _same_request(old: dict, new: dict) -> list[str]:
-    ignore = {"num_experts", "created", "jaxdd_version"}
-    return sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
+_NOT_COMPARED = ("num_experts", "created", "jaxdd_version")
 
 
 _STEPS: dict = {}
@@ -252,7 +251,7 @@ def train_experts(key: PRNGKey, x: np.ndarray, y: np.ndarray, out_dir: str | os.
     ``on_epoch(first_expert, epoch)`` is called after each finished epoch of a group (tests interrupt through it).
     """
     from jaxdd import __version__
-    from jaxdd.checkpoint import Checkpointer
+    from jaxdd.checkpoint import Checkpointer, prepare_out_dir, resume_run
     from jaxdd.data import preprocess_to_arrays
     from jaxdd.evaluate import eval_module
     from jaxdd.models import init_model
@@ -270,8 +269,6 @@ def train_experts(key: PRNGKey, x: np.ndarray, y: np.ndarray, out_dir: str | os.
     image_shape = tuple(int(s) for s in x.shape[1:])
     template = init_model(module, jax.random.key(0), image_shape)
     flat0, unravel = ravel_pytree(template["params"])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {
         "format_version": FORMAT_VERSION, "num_experts": int(num_experts), "model": model,
         "model_kwargs": model_kwargs, "num_classes": int(num_classes), "image_shape": list(image_shape),
@@ -281,14 +278,19 @@ def train_experts(key: PRNGKey, x: np.ndarray, y: np.ndarray, out_dir: str | os.
         "info": info or {}, "zca": bool(preprocess is not None and preprocess.uses_zca),
         "jaxdd_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if (out / META).exists():
-        old = json.loads((out / META).read_text())
-        diff = _same_request(old, meta)
-        if diff:
-            raise JaxddError(f"{out} already holds experts trained differently (fields {diff} differ); use another "
-                             "--out, or rerun with the original settings to resume")
+    out = prepare_out_dir(out_dir)
+    old = json.loads((out / META).read_text()) if (out / META).exists() else None
+    request = {k: v for k, v in meta.items() if k not in _NOT_COMPARED}
+    # experts are independent: more experts extend the buffer, fewer just use its first ones; anything else that
+    # differs would mix experts trained differently, and is refused (the run.json of jaxdd.checkpoint.resume_run)
+    resume_run(out, "experts", request, markers=(MANIFEST, PROGRESS),
+               legacy=None if old is None else {k: v for k, v in old.items() if k not in _NOT_COMPARED})
+    if old is not None:
         meta["created"] = old.get("created", meta["created"])
         meta["num_experts"] = max(int(old["num_experts"]), num_experts)
+        if num_experts > int(old["num_experts"]):
+            print(f"jaxdd: extending the expert buffer in {out}: num_experts {old['num_experts']} -> {num_experts}",
+                  file=sys.stderr, flush=True)
     _atomic_write_json(out / META, meta)
     if preprocess is not None and not (out / PREPROCESS).exists():
         buf = out / (PREPROCESS + ".tmp.npz")
@@ -414,29 +416,40 @@ def make_experts(dataset: str, out_dir: str, *, num_experts: int, epochs: int, s
 
 
 def _add_arguments(p) -> None:
+    from jaxdd.cli import _positive_float, positive_int
+
     p.add_argument("--dataset", required=True, help="dataset name (fashion_mnist, mnist, digits, cifar10, ...)")
-    p.add_argument("--num-experts", type=int, required=True, help="number of experts (rerun with more to extend)")
-    p.add_argument("--epochs", type=int, required=True, help="training epochs per expert (snapshots: epochs + 1)")
+    p.add_argument("--num-experts", type=positive_int, required=True,
+                   help="number of experts (rerun with more to extend)")
+    p.add_argument("--epochs", type=positive_int, required=True,
+                   help="training epochs per expert (snapshots: epochs + 1)")
     p.add_argument("--out", required=True, help="buffer directory (rerun the same command to resume)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=0.01, help="expert SGD learning rate (constant, no momentum)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0, help="seed of the experts' initialisations and batches")
+    p.add_argument("--lr", type=_positive_float, default=0.01, help="expert SGD learning rate (constant, no momentum)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="batch size")
     p.add_argument("--augment", default=aug.DSA_DEFAULT, help="DSA strategy ('none' disables)")
-    p.add_argument("--model", default="ConvNet")
+    p.add_argument("--model", default="ConvNet", help="network")
     p.add_argument("--model-kwargs", default="{}", help='JSON overrides, e.g. \'{"width": 64}\'')
-    p.add_argument("--zca", action="store_true", help="ZCA-whiten instead of mean/std normalisation")
-    p.add_argument("--group", type=int, default=1, help="experts trained at once (vmapped)")
+    p.add_argument("--zca", action="store_true", help="ZCA-whiten instead of mean/std normalisation (default: off)")
+    p.add_argument("--group", type=positive_int, default=1, help="experts trained at once (vmapped)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="storage dtype of the snapshots")
-    p.add_argument("--max-per-class", type=int, default=None, help="use only this many images per class")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--max-per-class", type=positive_int, default=None,
+                   help="use only this many images per class (default: all)")
+    p.add_argument("--data-dir", default=None, help="TFDS data_dir or a directory of IDX files (default: TFDS's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run(args) -> int:
     augment = None if args.augment.lower() in ("", "none") else args.augment
+    try:
+        model_kwargs = json.loads(args.model_kwargs)
+    except json.JSONDecodeError as e:
+        raise JaxddError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r} ({e})") from None
+    if not isinstance(model_kwargs, dict):
+        raise JaxddError(f"--model-kwargs must be a JSON object such as '{{\"width\": 64}}', got {args.model_kwargs!r}")
     buf = make_experts(args.dataset, args.out, num_experts=args.num_experts, epochs=args.epochs, seed=args.seed,
                        lr=args.lr, batch_size=args.batch_size, augment=augment, model=args.model,
-                       model_kwargs=json.loads(args.model_kwargs), zca=args.zca, group=args.group,
+                       model_kwargs=model_kwargs, zca=args.zca, group=args.group,
                        dtype=args.dtype, max_per_class=args.max_per_class, data_dir=args.data_dir,
                        progress=not args.no_progress)
     print(f"{buf.num_experts} experts x {buf.epochs + 1} snapshots x {buf.num_params} parameters "

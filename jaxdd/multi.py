@@ -43,8 +43,8 @@ import numpy as np
 import optax
 
 from jaxdd import sharding as shd
-from jaxdd.distill import (DistillConfig, DistillState, RealPool, _Interrupt, _read_metrics, decode_synthetic,
-                           distill_step, init_state)
+from jaxdd.distill import (CheckpointClock, DistillConfig, DistillState, RealPool, _Interrupt, _read_metrics,
+                           check_resumed_step, decode_synthetic, distill_step, init_state)
 from jaxdd.models import apply_model, init_model
 from jaxdd.objectives.base import Objective
 from jaxdd.synthetic.base import Parameterization
@@ -230,7 +230,13 @@ def distill_many(keys: jax.Array, objective: Objective, param: Parameterization,
         if all(s is not None for s in latest):
             step0 = min(latest)
             target = take(states, 0)
-            restored = [c.restore(target, step0) for c in ckpts]
+            check_resumed_step(step0, config, out_dir)
+            while True:  # the newest step every experiment can read (a corrupt step falls back per experiment)
+                restored = [c.restore(target, step0) for c in ckpts]
+                got = [int(r.step) for r in restored]
+                if min(got) == max(got):
+                    break
+                step0 = min(got)
             states = _stack(restored)
             if mesh is not None:
                 states = shd.put(states, shardings)
@@ -264,7 +270,8 @@ def distill_many(keys: jax.Array, objective: Objective, param: Parameterization,
     diverged: set[int] = set()
     start = int(jax.device_get(take(states.step, 0)))
     try:
-        with _Interrupt():
+        with _Interrupt() as stop:
+            clock = CheckpointClock(config)
             t0 = time.perf_counter()
             for step in range(start, config.iterations):
                 states, metrics = step_fn(states, run_pool, keys)
@@ -284,11 +291,15 @@ def distill_many(keys: jax.Array, objective: Objective, param: Parameterization,
                               f"{np.nanmean(vals['loss']):.4g} (mean over experiments) {elapsed:.1f}s", flush=True)
                 if config.eval_every and done % config.eval_every == 0 and done != config.iterations:
                     evaluate(done)
-                if ckpts and (done % config.checkpoint_every == 0 or done == config.iterations):
+                if ckpts and clock.due(done):
                     save(done)
+                    clock.saved()
+                stop.check()
     except KeyboardInterrupt:
-        if ckpts and int(jax.device_get(take(states.step, 0))) > (min(c.latest_step() or 0 for c in ckpts)):
-            save(int(jax.device_get(take(states.step, 0))))
+        cur = int(jax.device_get(take(states.step, 0)))
+        for i, c in enumerate(ckpts):
+            if cur > (c.latest_step() or 0):
+                c.save(cur, take(states, i))
         raise
     finally:
         for c in ckpts:
@@ -446,7 +457,7 @@ def distill_many_dataset(method: str, dataset: str, ipc: int, *, num_exp: int, o
     from jaxdd.checkpoint import save_artifact
     from jaxdd.distill import make_pool
     from jaxdd.methods import MethodContext, get_method, resolve_options
-    from jaxdd.pipeline import _PARAMS, available_parameterizations, prepare_data
+    from jaxdd.pipeline import _PARAMS, available_parameterizations, prepare_data, run_config, start_run
     from jaxdd.synthetic import pixel_budget, tree_floats
     from jaxdd.train import default_protocol
 
@@ -454,12 +465,19 @@ def distill_many_dataset(method: str, dataset: str, ipc: int, *, num_exp: int, o
         raise JaxddError(f"num_exp must be >= 1, got {num_exp}")
     spec = get_method(method)
     opts = resolve_options(spec, method_options or {})
-    train, val, pre, x_train, x_val = prepare_data(dataset, data_dir=data_dir, zca=zca,
-                                                   val_per_class=val_per_class, seed=seed)
-    k, shape = train.num_classes, train.image_shape
     if param not in _PARAMS:
         raise JaxddError(f"unknown parameterization {param!r}; available: {available_parameterizations()}")
     init = init or spec.defaults.get("init", "real")
+    config = _config(spec, iterations, config_overrides, eval_every, progress)
+    grid = {n: [float(v) for v in np.asarray(vals, np.float32).reshape(-1)] for n, vals in (hparams or {}).items()}
+    if out_dir is not None and jax.process_index() == 0:
+        cfg = run_config(method, dataset, ipc, seed=seed, opts=opts, config=config, model=model,
+                         model_kwargs=model_kwargs, param=param, param_options=param_options, init=init, zca=zca,
+                         val_per_class=val_per_class)
+        start_run(out_dir, "distill-many", {**cfg, "num_exp": num_exp, "hparams": grid}, config)
+    train, val, pre, x_train, x_val = prepare_data(dataset, data_dir=data_dir, zca=zca,
+                                                   val_per_class=val_per_class, seed=seed)
+    k, shape = train.num_classes, train.image_shape
     parameterization = _PARAMS[param](ipc=ipc, image_shape=shape, num_classes=k, init=init, **(param_options or {}))
     k_build, _, k_eval = jax.random.split(jax.random.key(seed), 3)
     keys = jnp.stack([jax.random.split(jax.random.key(seed + i), 3)[1] for i in range(num_exp)])
@@ -467,7 +485,6 @@ def distill_many_dataset(method: str, dataset: str, ipc: int, *, num_exp: int, o
     ctx = MethodContext(k, shape, parameterization.images_per_class, model, dict(model_kwargs or {}), opts, dataset,
                         pool, pre, k_build, data_dir)
     objective = spec.build(ctx)
-    config = _config(spec, iterations, config_overrides, eval_every, progress)
     mesh = shd.make_mesh(num_exp, exp=mesh_exp, data=mesh_data) if use_mesh else None
     eval_augment = spec.defaults.get("eval_augment")
 
@@ -487,7 +504,6 @@ def distill_many_dataset(method: str, dataset: str, ipc: int, *, num_exp: int, o
     seconds = time.perf_counter() - t0
     budget = pixel_budget(k, ipc, shape)
     stored = tree_floats(jax.tree.map(lambda a: a[0], result.state.syn["data"]))
-    grid = {n: [float(v) for v in np.asarray(vals, np.float32).reshape(-1)] for n, vals in (hparams or {}).items()}
     base = {
         "jaxdd_version": __version__, "method": method, "dataset": dataset, "ipc_budget": ipc,
         "images_per_class": parameterization.images_per_class, "num_images": int(result.images.shape[1]),
@@ -495,7 +511,8 @@ def distill_many_dataset(method: str, dataset: str, ipc: int, *, num_exp: int, o
         "compression_vs_full": float(train.num_examples * math.prod(shape) / stored),
         "parameterization": {"name": parameterization.name, **parameterization.config},
         "model": model, "model_kwargs": model_kwargs or {}, "method_options": opts,
-        "config": dataclasses.asdict(config), "zca": zca, "eval_augment": eval_augment, "num_classes": k,
+        "config": dataclasses.asdict(config), "steps_done": int(jax.device_get(result.state.step[0])), "zca": zca,
+        "eval_augment": eval_augment, "num_classes": k,
         "class_names": list(train.class_names), "image_shape": list(shape),
         "val_per_class": None if val is None else int(val.num_examples // k),
     }
@@ -528,7 +545,7 @@ def evaluate_many_runs(out_dir: str, *, num_models: int = 5, epochs: int | None 
     """``jaxdd.pipeline.evaluate_run`` for every finished experiment of a ``distill-many`` directory at once:
     the E x ``num_models`` networks train together. Experiment i's result equals ``evaluate_run(out_dir/exp_00i,
     seed=seed, ...)`` (same keys); writes each experiment's ``eval.json`` and ``out_dir/eval_many.json``."""
-    from jaxdd.checkpoint import load_artifact
+    from jaxdd.checkpoint import check_artifact, load_artifact
     from jaxdd.data import apply_preprocess, load
     from jaxdd.train import default_protocol
 
@@ -539,7 +556,11 @@ def evaluate_many_runs(out_dir: str, *, num_models: int = 5, epochs: int | None 
     arts = [load_artifact(d) for d in dirs]
     meta = arts[0].metadata
     dataset = meta.get("dataset")
+    if dataset is None:
+        raise JaxddError(f"{dirs[0]}/synthetic.json names no dataset; cannot find its test split")
     test = load(dataset, "test", data_dir)
+    for d, a in zip(dirs, arts):
+        check_artifact(a, test.num_classes, test.image_shape, where=f"{d}/synthetic.npz")
     x_test = apply_preprocess(arts[0].preprocess, test.images)
     strategy = meta.get("eval_augment") if augment is True else (augment or None)
     lrs = {float(a.metadata.get("eval_lr", 0.01)) if lr is None else lr for a in arts}
@@ -583,18 +604,20 @@ def _parse_grid(text: str) -> list[float]:
 
 
 def _add_distill_many(p) -> None:
-    from jaxdd.cli import _add_distill
+    from jaxdd.cli import _add_distill, positive_int
 
     _add_distill(p)
     g = p.add_argument_group("experiments and devices")
-    g.add_argument("--num-exp", type=int, default=None,
+    g.add_argument("--num-exp", type=positive_int, default=None,
                    help="number of experiments in one program (default: the grid length, else 1)")
-    g.add_argument("--lr-img-grid", default=None, help="per-experiment image lr, comma-separated (length N)")
+    g.add_argument("--lr-img-grid", default=None,
+                   help="per-experiment image lr, comma-separated (length N) (default: none, all use --lr-img)")
     g.add_argument("--hparam", action="append", default=[], metavar="NAME=V1,V2,...",
                    help="per-experiment optimiser hyperparameter, e.g. data:momentum=0.5,0.9 or "
-                        "extras/syn_lr=1e-5,1e-4 (repeatable)")
-    g.add_argument("--mesh-exp", type=int, default=None, help="devices on the experiment axis (default gcd(N, devices))")
-    g.add_argument("--mesh-data", type=int, default=None, help="devices on the data axis (default: the rest)")
+                        "extras/syn_lr=1e-5,1e-4 (repeatable; default: none)")
+    g.add_argument("--mesh-exp", type=positive_int, default=None,
+                   help="devices on the experiment axis (default gcd(N, devices))")
+    g.add_argument("--mesh-data", type=positive_int, default=None, help="devices on the data axis (default: the rest)")
     g.add_argument("--syn-sharding", choices=shd.SYN_SHARDINGS, default="replicated",
                    help="synthetic images replicated over the data axis, or split by class")
     g.add_argument("--split-pool", action="store_true", help="split the real training pool over the data axis")
@@ -631,6 +654,7 @@ def _run_distill_many(args) -> int:
         overrides["lr_img"] = args.lr_img
     if args.checkpoint_every is not None:
         overrides["checkpoint_every"] = args.checkpoint_every
+    overrides["checkpoint_seconds"] = args.checkpoint_seconds
     out = distill_many_dataset(
         args.method, args.dataset, args.ipc, num_exp=num_exp, out_dir=args.out, seed=args.seed, hparams=hparams,
         iterations=args.iterations, model=args.model, param=args.param,
@@ -647,14 +671,17 @@ def _run_distill_many(args) -> int:
 
 
 def _add_evaluate_many(p) -> None:
+    from jaxdd.cli import positive_int
+
     p.add_argument("run", help="distill-many directory holding exp_*/synthetic.npz")
-    p.add_argument("--models", type=int, default=5, help="networks per experiment (all E x K trained together)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default 1000 with DSA, 300 without)")
+    p.add_argument("--models", type=positive_int, default=5,
+                   help="networks per experiment (all E x K trained together)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="epochs (default 1000 with DSA, 300 without)")
     p.add_argument("--model", default=None, help="evaluation network (default: the distillation one)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation networks")
     p.add_argument("--augment", default=None, help="DSA strategy; 'none' disables (default: the method's)")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--lr", type=float, default=None, help="evaluation lr (default 0.01 or the learned one)")
+    p.add_argument("--data-dir", default=None, help="TFDS data_dir or a directory of IDX files (default: TFDS's)")
 
 
 def _run_evaluate_many(args) -> int:

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdd import __version__
-from jaxdd.checkpoint import load_artifact, save_artifact
+from jaxdd.checkpoint import check_artifact, load_artifact, save_artifact
 from jaxdd.data import apply_preprocess, as_dataset, fingerprint, fit_preprocess, load, split_train_val
 from jaxdd.data.custom import from_arrays, is_array_pair
 from jaxdd.distill import DistillConfig, distill, make_pool
@@ -81,6 +81,32 @@ def method_config(spec, iterations: int | None = None, overrides: dict | None = 
     return DistillConfig(**kw)
 
 
+# DistillConfig fields that change when or how a run is saved or logged, not what it computes
+RUNTIME_FIELDS = ("checkpoint_every", "checkpoint_seconds", "log_every", "eval_every", "keep_checkpoints", "progress")
+
+
+def run_config(method: str, dataset, ipc: int, *, seed: int, opts: dict, config: DistillConfig, model: str,
+               model_kwargs: dict | None, param: str, param_options: dict | None, init: str, zca: bool,
+               val_per_class: int | None) -> dict:
+    """The resolved configuration a distillation run is created with (``run.json``): everything that decides the
+    synthetic set's bits (not where the data live, the cadences of checkpoints, logs or validation). ``dataset``: a
+    name, or for arrays ``{"name", "sha256"}``; ``model``: a name (a module's class name)."""
+    return {"method": method, "method_options": opts, "dataset": dataset, "zca": zca, "val_per_class": val_per_class,
+            "model": model, "model_kwargs": dict(model_kwargs or {}), "param": param,
+            "param_options": dict(param_options or {}), "init": init, "ipc": ipc, "seed": seed,
+            **{k: v for k, v in dataclasses.asdict(config).items() if k not in RUNTIME_FIELDS}}
+
+
+def start_run(out_dir, kind: str, cfg: dict, config: DistillConfig) -> None:
+    """Create or check the run directory (``jaxdd.checkpoint.resume_run``): a larger ``iterations`` extends a run
+    whose learning rates do not depend on it (schedule "constant"); any other change is refused."""
+    from jaxdd.checkpoint import resume_run
+
+    extendable = ("iterations",) if config.schedule == "constant" else ()
+    resume_run(out_dir, kind, cfg, extendable=extendable,
+               markers=("checkpoints", "synthetic.npz", "exp_000/checkpoints"))
+
+
 def distill_dataset(method: str, dataset, ipc: int, *, out_dir: str | None = None, seed: int = 0,
                     iterations: int | None = None, model="ConvNet", model_kwargs: dict | None = None,
                     param: str = "pixels", param_options: dict | None = None, init: str | None = None,
@@ -93,14 +119,25 @@ def distill_dataset(method: str, dataset, ipc: int, *, out_dir: str | None = Non
 
     ``dataset``: a name, a ``jaxdd.Dataset`` or arrays ``(images, labels)`` (uint8, or float in [0, 1]; see
     ``jaxdd.from_arrays``). ``model``: a registered name or a flax module satisfying the model contract.
-    Rerunning with the same ``out_dir`` resumes from its last checkpoint. ``eval_every`` > 0 evaluates the set on
-    the validation split (``eval_models`` networks, ``eval_epochs`` epochs) during distillation. ``callbacks``:
+    Rerunning with the same ``out_dir`` resumes from its last checkpoint when the configuration is the same (a larger
+    ``iterations`` extends the run; any other change raises, see ``start_run``). ``eval_every`` > 0 evaluates the set
+    on the validation split (``eval_models`` networks, ``eval_epochs`` epochs) during distillation. ``callbacks``:
     callables ``(step, metrics)`` called with every logged row (see ``jaxdd.distill.distill``).
     """
     spec = get_method(method)
     opts = resolve_options(spec, method_options or {})
+    if param not in _PARAMS:
+        raise JaxddError(f"unknown parameterization {param!r}; available: {available_parameterizations()}")
+    init = init or spec.defaults.get("init", "real")
+    config = method_config(spec, iterations, config_overrides, eval_every, progress)
     named = isinstance(dataset, str)
     full = as_dataset(dataset, "train", data_dir)
+    if out_dir is not None:
+        data_id = dataset if named else {"name": full.name, "sha256": fingerprint(full)}
+        start_run(out_dir, "distill", run_config(
+            method, data_id, ipc, seed=seed, opts=opts, config=config, model=model_name(model),
+            model_kwargs=model_kwargs, param=param, param_options=param_options, init=init, zca=zca,
+            val_per_class=val_per_class), config)
     train, val, pre, x_train, x_val = prepare_data(full, data_dir=data_dir, zca=zca,
                                                    val_per_class=val_per_class, seed=seed)
     k = train.num_classes
@@ -112,7 +149,6 @@ def distill_dataset(method: str, dataset, ipc: int, *, out_dir: str | None = Non
                              f"{model_name(model)}(num_classes=num_classes, **kw)), then pass "
                              f"model='{model_name(model)}'")
         check_model(get_model(model, k, **(model_kwargs or {})), shape, k)
-    init = init or spec.defaults.get("init", "real")
     parameterization = make_parameterization(param, ipc=ipc, image_shape=shape, num_classes=k, init=init,
                                              **(param_options or {}))
     key = jax.random.key(seed)
@@ -121,7 +157,6 @@ def distill_dataset(method: str, dataset, ipc: int, *, out_dir: str | None = Non
     ctx = MethodContext(k, shape, parameterization.images_per_class, model, dict(model_kwargs or {}), opts,
                         dataset if named else full.name, pool, pre, k_build, data_dir)
     objective = spec.build(ctx)
-    config = method_config(spec, iterations, config_overrides, eval_every, progress)
     eval_augment = spec.defaults.get("eval_augment")
 
     evaluator = None
@@ -148,7 +183,8 @@ def distill_dataset(method: str, dataset, ipc: int, *, out_dir: str | None = Non
         "compression_vs_full": float(train.num_examples * math.prod(shape) / stored),
         "parameterization": {"name": parameterization.name, **parameterization.config},
         "model": model_name(model), "model_kwargs": model_kwargs or {}, "method_options": opts,
-        "config": dataclasses.asdict(config), "seed": seed, "key": f"jax.random.key({seed})",
+        "config": dataclasses.asdict(config), "steps_done": int(result.state.step), "seed": seed,
+        "key": f"jax.random.key({seed})",
         "zca": zca, "eval_augment": eval_augment, "num_classes": k, "class_names": list(train.class_names),
         "image_shape": list(shape), "val_per_class": None if val is None else int(val.num_examples // k),
         "final_metrics": result.history[-1] if result.history else {},
@@ -229,6 +265,7 @@ def evaluate_run(out_dir: str, *, num_models: int | None = None, epochs: int | N
     protocol = default_protocol(strategy, epochs=epochs, lr=paper_lr if lr is None else lr)
     test_given = test is not None
     test = split_of(test, "test")
+    check_artifact(art, test.num_classes, test.image_shape, where=f"{out_dir}/synthetic.npz")
     x_test = apply_preprocess(art.preprocess, test.images)
     key = jax.random.key(seed)
     res = evaluate_synthetic(key, art.images, art.labels, x_test, test.labels, num_classes=test.num_classes,

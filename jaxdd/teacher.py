@@ -182,12 +182,16 @@ def train_teacher(dataset: str, model: str, out_dir, *, config: TeacherConfig = 
                   model_kwargs: dict | None = None, seed: int = 0, data_dir: str | None = None,
                   val_per_class: int | None = None, progress: bool = True) -> dict:
     """Train (or resume) a teacher on ``dataset``'s training split; writes ``out_dir``; returns its metadata."""
-    from jaxdd.checkpoint import Checkpointer
+    from jaxdd.checkpoint import Checkpointer, resume_run
     from jaxdd.data import apply_preprocess, load, preprocess_to_arrays
     from jaxdd.evaluate import eval_module
     from jaxdd.pipeline import prepare_data
 
     model_kwargs = dict(model_kwargs or {})
+    # every setting decides the teacher's bits (the cosine lr spans all epochs, so more epochs is another run)
+    resume_run(out_dir, "teacher", {"dataset": dataset, "model": model, "model_kwargs": model_kwargs, "seed": seed,
+                                    "val_per_class": val_per_class, **dataclasses.asdict(config)},
+               markers=("checkpoints", "final"))
     train, val, pre, x_train, x_val = prepare_data(dataset, data_dir=data_dir, val_per_class=val_per_class,
                                                    seed=seed)
     k = train.num_classes
@@ -244,18 +248,21 @@ def train_teacher(dataset: str, model: str, out_dir, *, config: TeacherConfig = 
 
 
 def _add_arguments(p) -> None:
+    from jaxdd.cli import _positive_float, nonnegative_int, positive_int
+
     p.add_argument("--dataset", required=True, help="dataset name (fashion_mnist, mnist, cifar10, digits, ...)")
     p.add_argument("--model", default="ConvNetBN", help="a batch-norm network (ConvNetBN, ResNet8BN, ResNet18BN)")
     p.add_argument("--model-kwargs", default="{}", help='JSON model overrides, e.g. \'{"width": 32}\'')
     p.add_argument("--out", required=True, help="teacher directory (rerun the same command to resume)")
-    p.add_argument("--epochs", type=int, default=TeacherConfig.epochs)
-    p.add_argument("--lr", type=float, default=TeacherConfig.lr)
-    p.add_argument("--batch-size", type=int, default=TeacherConfig.batch_size)
-    p.add_argument("--weight-decay", type=float, default=TeacherConfig.weight_decay)
-    p.add_argument("--shift", type=int, default=TeacherConfig.shift, help="random shift augmentation (px)")
-    p.add_argument("--no-flip", action="store_true", help="no horizontal flips")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--epochs", type=positive_int, default=TeacherConfig.epochs, help="training epochs")
+    p.add_argument("--lr", type=_positive_float, default=TeacherConfig.lr, help="peak SGD lr (cosine to 0)")
+    p.add_argument("--batch-size", type=positive_int, default=TeacherConfig.batch_size, help="batch size")
+    p.add_argument("--weight-decay", type=float, default=TeacherConfig.weight_decay, help="SGD weight decay")
+    p.add_argument("--shift", type=nonnegative_int, default=TeacherConfig.shift,
+                   help="random shift augmentation (px)")
+    p.add_argument("--no-flip", action="store_true", help="no horizontal flips (default: flips on)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation split and the training")
+    p.add_argument("--data-dir", default=None, help="TFDS data_dir or a directory of IDX files (default: TFDS's)")
 
 
 def _run(args) -> int:
@@ -263,6 +270,8 @@ def _run(args) -> int:
         kwargs: Any = json.loads(args.model_kwargs)
     except json.JSONDecodeError as e:
         raise JaxddError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r} ({e})") from None
+    if not isinstance(kwargs, dict):
+        raise JaxddError(f"--model-kwargs must be a JSON object such as '{{\"width\": 32}}', got {args.model_kwargs!r}")
     config = TeacherConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                            weight_decay=args.weight_decay, shift=args.shift, flip=not args.no_flip)
     info = train_teacher(args.dataset, args.model, args.out, config=config, model_kwargs=kwargs, seed=args.seed,

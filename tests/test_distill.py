@@ -65,25 +65,50 @@ CLI = [sys.executable, "-m", "jaxdd.cli", "distill", "--method", "dm", "--datase
        "--model", "ConvNetD1"]
 
 
-def test_kill_9_then_resume_gives_identical_bits(tmp_path):
+def _env(opt_level: str) -> dict:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    ref = tmp_path / "ref"
-    subprocess.run(CLI + ["--out", str(ref)], check=True, env=env, capture_output=True, timeout=600)
+    if opt_level == "default":  # drop the suite's --xla_backend_optimization_level=0 (tests/conftest.py)
+        env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+                                    if not f.startswith("--xla_backend_optimization_level"))
+    return env
+
+
+_REFS: dict = {}
+
+
+def _reference(tmp_path_factory, opt_level: str) -> Path:
+    """An uninterrupted CLI run (made once per optimisation level and shared by the tests below)."""
+    if opt_level not in _REFS:
+        ref = tmp_path_factory.mktemp(f"ref_{opt_level}") / "ref"
+        subprocess.run(CLI + ["--out", str(ref)], check=True, env=_env(opt_level), capture_output=True, timeout=600)
+        _REFS[opt_level] = ref
+    return _REFS[opt_level]
+
+
+def _wait_for_checkpoint(proc, ckpts: Path, step: int) -> bool:
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        steps = [int(p.name) for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
+        if any(s >= step for s in steps):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("opt_level", ["suite", "default"])
+def test_kill_9_then_resume_gives_identical_bits(tmp_path, tmp_path_factory, opt_level):
+    """Once with the suite's LLVM opt level 0 (tests/conftest.py) and once at XLA's default level, which users run."""
+    env = _env(opt_level)
+    ref = _reference(tmp_path_factory, opt_level)
     run = tmp_path / "run"
     proc = subprocess.Popen(CLI + ["--out", str(run)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    ckpts = run / "checkpoints"
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        steps = [p.name for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
-        if any(int(s) >= 4 for s in steps):
-            break
-        time.sleep(0.05)
+    reached = _wait_for_checkpoint(proc, run / "checkpoints", 4)
     killed = proc.poll() is None
     if killed:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert killed, "the run finished before it could be killed; make it longer"
+    assert reached and killed, "the run finished before it could be killed; make it longer"
     assert not (run / "synthetic.npz").exists()
     subprocess.run(CLI + ["--out", str(run)], check=True, env=env, capture_output=True, timeout=600)
     a, b = load_artifact(ref), load_artifact(run)
@@ -92,6 +117,28 @@ def test_kill_9_then_resume_gives_identical_bits(tmp_path):
     assert a.metadata["method"] == "dm" and "jaxdd_version" in a.metadata
     assert (run / "synthetic.png").exists()
     np.testing.assert_allclose(b.preprocess.mean, [0.3055], atol=1e-3)
+
+
+def test_sigterm_exits_130_after_a_checkpoint_and_resumes_to_identical_bits(tmp_path, tmp_path_factory):
+    env = _env("suite")
+    ref = _reference(tmp_path_factory, "suite")
+    run = tmp_path / "run"
+    proc = subprocess.Popen(CLI + ["--out", str(run)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert _wait_for_checkpoint(proc, run / "checkpoints", 2), "the run finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130, err
+    assert "SIGTERM received" in err and "interrupted" in err and "Traceback" not in err
+    assert not (run / "synthetic.npz").exists()
+    from jaxdd.checkpoint import Checkpointer
+
+    stopped = Checkpointer(run / "checkpoints").latest_step()
+    assert 2 <= stopped < 12
+    subprocess.run(CLI + ["--out", str(run)], check=True, env=env, capture_output=True, timeout=600)
+    a, b = load_artifact(ref), load_artifact(run)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
 
 
 def test_nan_loss_and_nan_inputs_give_clear_errors(tmp_path):

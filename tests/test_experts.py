@@ -89,8 +89,9 @@ def test_half_written_files_are_never_read(reference, tmp_path):
 
 
 def test_different_request_on_same_dir_raises(reference):
-    with pytest.raises(JaxddError, match="trained differently"):
+    with pytest.raises(JaxddError, match=r"would mix two runs[\s\S]*\n  protocol\.lr: 0\.0[0-9]* -> 0\.1\n") as e:
         _train(reference.directory, protocol=ExpertProtocol(epochs=3, lr=0.1, batch_size=12, augment=None))
+    assert str(e.value).count(" -> ") == 2  # the header's "(saved -> this command)" and the one differing field
 
 
 def test_vmapped_group_and_bf16_storage(reference, tmp_path):

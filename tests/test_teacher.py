@@ -118,7 +118,7 @@ def test_relabel_evaluate_runs_and_is_deterministic(module, data, trained):
     np.testing.assert_allclose(one["accuracies"], two["accuracies"], atol=1.01 / len(y))
 
 
-def test_cli_has_subcommands():
+def test_cli_parses_method_options_of_dwa():
     from jaxdd.cli import build_parser
 
     p = build_parser()
@@ -129,3 +129,30 @@ def test_cli_has_subcommands():
     args = p.parse_args(["distill", "--method", "dwa", "--teacher", "t", "--dataset", "digits", "--ipc", "2",
                          "--out", "o", "--rho", "0.02"])
     assert args.opt_teacher == "t" and args.opt_rho == 0.02
+
+
+def test_cli_teacher_then_relabel_eval_on_digits(tmp_path, capsys):
+    import json
+
+    from jaxdd.cli import main
+
+    t = tmp_path / "teacher"
+    argv = ["teacher", "--dataset", "digits", "--model", "ConvNetBN", "--model-kwargs", '{"width": 16, "depth": 2}',
+            "--epochs", "3", "--batch-size", "32", "--out", str(t)]
+    assert main(argv) == 0
+    teacher = load_teacher(t)
+    assert teacher.meta["epochs_done"] == 3 and teacher.meta["dataset"] == "digits"
+    assert teacher.meta["model_kwargs"] == {"width": 16, "depth": 2}
+    assert teacher.meta["test_accuracy"] > 0.2 and teacher.meta["val_accuracy"] > 0.2  # chance: 10 %; measured ~40 %
+    capsys.readouterr()
+    assert main([*argv[:-4], "--epochs", "4", *argv[-2:]]) == 2  # the cosine lr spans all epochs: another teacher
+    assert "  epochs: 3 -> 4" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert main(["distill", "--method", "dm", "--dataset", "digits", "--ipc", "1", "--iterations", "2",
+                 "--real-per-class", "4", "--model", "ConvNetD1", "--no-progress", "--out", str(run)]) == 0
+    assert main(["relabel-eval", str(run), "--teacher", str(t), "--models", "2", "--epochs", "2"]) == 0
+    res = json.loads((run / "relabel_eval.json").read_text())
+    s = res["soft_label"]
+    assert len(s["accuracies"]) == 2 and s["model"] == "ConvNetD1" and s["protocol"]["epochs"] == 2
+    assert all(0.0 <= a <= 1.0 for a in s["accuracies"])
+    assert res["teacher_test_accuracy"] == pytest.approx(teacher.meta["test_accuracy"])
