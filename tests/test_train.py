@@ -34,6 +34,7 @@ def test_evaluation_is_deterministic_and_models_differ():
     np.testing.assert_array_equal(a.accuracies, b.accuracies)
 
 
+@pytest.mark.accelerator
 def test_grouping_networks_trains_the_same_networks():
     """K networks vmapped together, in groups, or one at a time: each network depends only on its key."""
     x, y = toy_images(3, 6, (8, 8, 1))
