@@ -129,7 +129,7 @@ def parse(argv=None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--distill-s", type=float, default=None,
                    help="dm/mtt/dc: seconds of distillation per cell (iterations: as many as fit, up to the paper's)")
     p.add_argument("--models", type=int, default=None, help="evaluation networks per cell (default 20)")
-    p.add_argument("--experts", type=int, default=None, help="mtt: expert trajectories (default 10)")
+    p.add_argument("--experts", type=int, default=None, help="mtt: expert trajectories (default 5)")
     p.add_argument("--expert-epochs", type=int, default=None, help="mtt: epochs per expert (default 25)")
     args, rest = p.parse_known_args(argv)
     if rest and rest[0] == "--":
