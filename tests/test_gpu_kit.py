@@ -58,9 +58,11 @@ def test_prepare_data_copies_the_four_idx_files_or_says_what_is_missing(tmp_path
 
 
 def _kit(argv):
+    """A stage in this process. The budget is generous: a loaded CI machine must not turn cells into 'pending'
+    (the guard itself is tested with --budget-s 0)."""
     from experiments.gpu.kit import main
 
-    return main(argv)
+    return main(argv if "--budget-s" in argv else [*argv, "--budget-s", "1200"])
 
 
 def _cells(out: Path, stage: str) -> dict:
@@ -75,7 +77,8 @@ def _finite(x) -> bool:
 
 def test_dm_stage_smoke_cli_resume_and_time_guard(tmp_path):
     out, work = tmp_path / "dm", tmp_path / "work"
-    cmd = [sys.executable, "-m", "experiments.gpu", "dm", "--out", str(out), "--smoke", "--work", str(work)]
+    cmd = [sys.executable, "-m", "experiments.gpu", "dm", "--out", str(out), "--smoke", "--work", str(work),
+           "--budget-s", "1200"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -121,7 +121,7 @@ def parse(argv=None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--data-dir", default=None, help="directory with fashion_mnist/ IDX files (e.g. .data)")
     p.add_argument("--work", default=None, help="checkpoints and experts (default /tmp/jaxdd-gpu/STAGE)")
     p.add_argument("--budget-s", type=float, default=None,
-                   help="stop starting cells after this many seconds (default 450; smoke 120)")
+                   help="stop starting cells after this many seconds (default 450; smoke 300)")
     p.add_argument("--resume", default=None, help="a previous STAGE.json whose done cells are kept")
     p.add_argument("--cells", default=None, help="comma-separated cells to run (default: all of the stage)")
     p.add_argument("--deterministic", action="store_true",
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
 
     if args.stage == "_probe":
         return stages.probe_main(args)
-    budget = args.budget_s if args.budget_s is not None else (120.0 if args.smoke else 450.0)
+    budget = args.budget_s if args.budget_s is not None else (300.0 if args.smoke else 450.0)
     guard = Guard(budget)
     work = Path(args.work or f"/tmp/jaxdd-gpu/{args.stage}{'_smoke' if args.smoke else ''}")
     work.mkdir(parents=True, exist_ok=True)

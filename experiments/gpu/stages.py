@@ -40,12 +40,12 @@ FULL = {
 }
 SMOKE = {
     "dataset": "digits", "model": "ConvNet", "model_kwargs": {"width": 8, "depth": 1}, "models": 2, "eval_epochs": 2,
-    "dm": {"ipcs": (1,), "options": {"real_per_class": 8}, "cap": 4, "first": 2, "unit": 2, "distill_s": 30.0,
+    "dm": {"ipcs": (1,), "options": {"real_per_class": 8}, "cap": 4, "first": 2, "unit": 2, "distill_s": 600.0,
            "need_s": 1.0},
     "random": {"need_s": 1.0},
     "dc": {"methods": ("dc", "dsa"), "ipcs": (1,), "options": {"real_per_class": 4}, "cap": 1, "first": 1,
-           "distill_s": 30.0, "need_s": 1.0},
-    "mtt": {"experts": 1, "expert_epochs": 2, "expert_group": 1, "cap": 1, "first": 1, "unit": 1, "distill_s": 30.0,
+           "distill_s": 600.0, "need_s": 1.0},
+    "mtt": {"experts": 1, "expert_epochs": 2, "expert_group": 1, "cap": 1, "first": 1, "unit": 1, "distill_s": 600.0,
             "need_s": 1.0, "max_per_class": 10,
             "cells": {1: {"syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 1, "lr_img": 100.0, "lr_lr": 1e-7}}},
     "timing": {"ipc": 2, "dm_steps": 2, "dc_rounds": 2, "mtt_steps": (2, 3), "mtt_memory": ("constant", "full"),
