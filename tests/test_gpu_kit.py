@@ -115,7 +115,7 @@ def test_dc_mtt_and_theory_stage_smokes(tmp_path):
 
 
 def test_check_stage_smoke(tmp_path):
-    cells = "tests,determinism,timing_dm,timing_dc,timing_mtt_constant_2,timing_eval"
+    cells = "tests,determinism,timing_dm,timing_dc,timing_mtt_constant_2,timing_eval,timing_multi"
     assert _kit(["check", "--out", str(tmp_path / "c"), "--smoke", "--cells", cells, "--work", str(tmp_path / "w")]) == 0
     c = _cells(tmp_path / "c", "check")["cells"]
     assert c["tests"]["rc"] == 0 and "accelerator" in c["tests"]["command"]
@@ -127,3 +127,5 @@ def test_check_stage_smoke(tmp_path):
     assert mtt["loss_finite"] and mtt["seconds_per_meta_step"] > 0 and mtt["xla_mib"] > 0
     ev = c["timing_eval"]
     assert ev["vmapped_seconds"] > 0 and ev["one_at_a_time_measured"] >= 1 and ev["networks"] == 2
+    multi = c["timing_multi"]
+    assert multi["loss_finite"] and multi["experiments"] == 2 and multi["speedup"] > 0

@@ -34,7 +34,7 @@ FULL = {
                            "lr_lr": 1e-4}}},
     "timing": {"ipc": 10, "dm_steps": 20, "dc_rounds": 10, "mtt_steps": (20, 50, 80),
                "mtt_memory": ("constant", "remat", "full", "tesla"), "mtt_images": 100, "mtt_reps": 2,
-               "eval_networks": 20, "eval_epochs": 1000},
+               "eval_networks": 20, "eval_epochs": 1000, "multi_exp": 8, "multi_steps": 10},
     "probe": {"dm_iterations": 20, "dc_rounds": 2, "eval_epochs": 20},
     "theory_preset": "gpu", "theory_args": (),
 }
@@ -49,7 +49,7 @@ SMOKE = {
             "need_s": 1.0, "max_per_class": 10,
             "cells": {1: {"syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 1, "lr_img": 100.0, "lr_lr": 1e-7}}},
     "timing": {"ipc": 2, "dm_steps": 2, "dc_rounds": 2, "mtt_steps": (2, 3), "mtt_memory": ("constant", "full"),
-               "mtt_images": 10, "mtt_reps": 1, "eval_networks": 2, "eval_epochs": 2},
+               "mtt_images": 10, "mtt_reps": 1, "eval_networks": 2, "eval_epochs": 2, "multi_exp": 2, "multi_steps": 2},
     "probe": {"dm_iterations": 2, "dc_rounds": 0, "eval_epochs": 1},
     "theory_preset": "smoke", "theory_args": ("--only", "S1", "--index", "0", "--no-report"),
 }
@@ -343,6 +343,7 @@ def stage_check(args, rest, stage, guard, work, only, call):
             cells.append((f"timing_mtt_{memory}_{steps}", 20.0 if not args.smoke else 1.0,
                           lambda steps=steps, memory=memory: mtt_timing(steps, memory, s)))
     cells += [("timing_eval", 30.0, lambda: eval_timing(s, args.data_dir, guard)),
+              ("timing_multi", 30.0 if not args.smoke else 1.0, lambda: multi_timing(s, args.data_dir)),
               ("theory_first_point", 30.0 if not args.smoke else 1.0, lambda: theory_point(s, work, guard))]
     _run_cells(stage, guard, only, call, cells)
 
@@ -469,8 +470,8 @@ def _pool_and_context(method: str, s: dict, data_dir, options: dict):
 
 def method_timing(method: str, s: dict, data_dir) -> dict:
     """Seconds per iteration at the paper's settings (IPC 10): DM 256 real/class; DC/DSA 256 real/class and (10, 50)
-    loops, where one paper iteration = 10 jaxdd steps (rounds), all 10 timed (9 with the inner training, one without
-    ... in whichever order the round counter gives: any 10 consecutive rounds are one full iteration)."""
+    loops, where one paper iteration = 10 jaxdd steps (rounds). Ten consecutive rounds are timed: whatever round
+    they start at, they hold 9 rounds with the inner training and one without, i.e. one paper iteration."""
     import jax
 
     from jaxdd.distill import DistillConfig, distill_step, init_state
@@ -620,6 +621,50 @@ def eval_timing(s: dict, data_dir, guard) -> dict:
             "vmapped_seconds": vmapped, "one_at_a_time_seconds_per_network": one, "one_at_a_time_measured": m,
             "one_at_a_time_seconds_all": one * k, "speedup": one * k / vmapped, "conv_impl": module.conv_impl
             if hasattr(module, "conv_impl") else None}
+
+
+def multi_timing(s: dict, data_dir) -> dict:
+    """``jaxdd distill-many``'s program: E DM experiments (IPC 10, 256 real/class) as one vmapped step against E
+    single-experiment steps, seconds per iteration (compiled first)."""
+    import jax
+
+    from jaxdd.distill import DistillConfig, distill_step, init_state
+    from jaxdd.multi import init_states, make_multi_step
+    from jaxdd.synthetic import pixels
+
+    t = s["timing"]
+    spec, ctx, pool, _ = _pool_and_context("dm", s, data_dir, dict(s["dm"]["options"]))
+    objective = spec.build(ctx)
+    param = pixels(t["ipc"], "real")
+    config = DistillConfig(iterations=1, progress=False, lr_img=spec.defaults["lr_img"])
+    e, n = t["multi_exp"], t["multi_steps"]
+    keys = jax.random.split(jax.random.key(5), e)
+    states, tx = init_states(keys, objective, param, pool, config)
+    multi = make_multi_step(objective, param, tx)
+    states, m = jax.block_until_ready(multi(states, pool, keys))
+    t0 = time.perf_counter()
+    losses = []
+    for i in range(n):
+        states, m = multi(states, pool, jax.vmap(lambda k: jax.random.fold_in(k, i + 1))(keys))
+        losses.append(m["loss"])
+    jax.block_until_ready(states)
+    vmapped = (time.perf_counter() - t0) / n
+    state, tx1 = init_state(keys[0], objective, param, pool, config)
+    step = jax.jit(lambda st, k: distill_step(objective, param, tx1, st, pool, k))
+    state, _ = jax.block_until_ready(step(state, keys[0]))
+    t0 = time.perf_counter()
+    for i in range(n):
+        state, _ = step(state, jax.random.fold_in(keys[0], i + 1))
+    jax.block_until_ready(state)
+    single = (time.perf_counter() - t0) / n
+    flat = [float(v) for row in losses for v in jax.device_get(row)]
+    rec = {"method": "dm", "ipc": t["ipc"], "experiments": e, "steps_timed": n,
+           "vmapped_seconds_per_iteration": vmapped, "single_seconds_per_iteration": single,
+           "sequential_seconds_per_iteration": single * e, "speedup": single * e / vmapped,
+           "loss_finite": all(finite(v) for v in flat)}
+    if not rec["loss_finite"]:
+        rec["status"], rec["error"] = "error", "non-finite loss"
+    return rec
 
 
 def theory_point(s: dict, work: Path, guard) -> dict:

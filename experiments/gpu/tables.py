@@ -29,7 +29,7 @@ def markdown(rec: dict) -> str:
     cells = rec.get("cells", {})
     lines = [f"# experiments/gpu stage `{rec['stage']}`{' (smoke)' if rec.get('smoke') else ''}", "",
              f"Device: {_device(rec)}.", ""]
-    distill = {k: v for k, v in cells.items() if "method" in v}
+    distill = {k: v for k, v in cells.items() if "method" in v and not k.startswith("timing_")}
     if distill:
         lines += ["| cell | method | IPC | iterations (cap) | distill s | evaluation | accuracy (%) | status |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -42,7 +42,7 @@ def markdown(rec: dict) -> str:
             lines.append(f"| {name} | {r['method']} | {r['ipc']} | {it} | {_f(r.get('seconds_distill'), '{:.0f}')} | "
                          f"{evs} | {_acc(r)} | {r.get('status')} |")
         lines.append("")
-    timing = {k: v for k, v in cells.items() if k.startswith("timing_") and "memory" not in v}
+    timing = {k: v for k, v in cells.items() if k.startswith("timing_") and not k.startswith("timing_mtt_")}
     if timing:
         lines += ["| timing | seconds per iteration | first call s | note |", "|---|---|---|---|"]
         for name, r in timing.items():
@@ -52,6 +52,11 @@ def markdown(rec: dict) -> str:
                              f"{r['one_at_a_time_seconds_all']:.1f} s ({r['one_at_a_time_seconds_per_network']:.2f} "
                              f"s per network, {r['one_at_a_time_measured']} measured) | - | speed-up "
                              f"{r['speedup']:.1f}x |")
+            elif name == "timing_multi" and "speedup" in r:
+                lines.append(f"| {r['experiments']} DM experiments (IPC {r['ipc']}) | vmapped "
+                             f"{r['vmapped_seconds_per_iteration']:.3f}; one experiment "
+                             f"{r['single_seconds_per_iteration']:.3f} | - | speed-up {r['speedup']:.1f}x over "
+                             f"{r['experiments']} sequential runs |")
             elif "seconds_per_step" in r:
                 note = (f"{r['steps_timed']} rounds = 1 paper iteration" if r["method"] != "dm" else
                         f"{r['steps_timed']} iterations timed") + f", conv_impl {r.get('conv_impl')}"
