@@ -26,3 +26,29 @@ def test_reexec_sets_the_tunable_once_keeps_others_and_can_be_turned_off():
     assert off[1] == "None"
     (only,) = _run({"GLIBC_TUNABLES": TUNABLE})  # already set: no restart
     assert only[1] == TUNABLE
+
+
+@pytest.mark.skipif(not hugepages_supported(), reason="needs Linux, glibc >= 2.35 and transparent huge pages")
+def test_no_reexec_when_jax_will_run_on_an_accelerator():
+    (gpu,) = _run({"JAX_PLATFORMS": "cuda"})  # an accelerator backend: the CPU measure stays off, no restart
+    assert gpu[1] == "None"
+    first, second = _run({"JAX_PLATFORMS": "cpu,cuda"})  # CPU first: restarted once
+    assert first[0] == second[0] and second[1] == TUNABLE
+
+
+def test_accelerator_expected_reads_platforms_then_plugins_and_device_nodes():
+    from jaxdd.hostmem import accelerator_expected
+
+    none = {"/dev/nvidia[0-9]*": False}
+    assert accelerator_expected({"JAX_PLATFORMS": "cuda"}, [], none)
+    assert accelerator_expected({"JAX_PLATFORMS": "tpu,cpu"}, [], none)
+    assert not accelerator_expected({"JAX_PLATFORMS": "cpu"}, ["xla_cuda13"], {"/dev/nvidia[0-9]*": True})
+    assert not accelerator_expected({}, [], {"/dev/nvidia[0-9]*": True})  # a device but no plugin: jax runs on CPU
+    assert not accelerator_expected({}, ["xla_cuda13"], none)  # a plugin without its device falls back to CPU
+    assert accelerator_expected({}, ["xla_cuda13"], {"/dev/nvidia[0-9]*": True})
+    assert accelerator_expected({}, ["libtpu"], {"/dev/accel*": True})
+    assert not accelerator_expected({}, ["libtpu"], {"/dev/nvidia[0-9]*": True})
+    # this machine, as it is: the suite runs on CPU
+    import jax
+
+    assert accelerator_expected() == (jax.default_backend() != "cpu")

@@ -125,6 +125,7 @@ def test_fused_convnet_takes_the_stem_only_where_it_applies():
     assert conv_ops("ConvNet", (8, 8, 4)) == 1  # more than STEM_MAX_CHANNELS input channels
 
 
+@pytest.mark.accelerator
 @pytest.mark.parametrize("impl", ["patches", "vjp", "winograd", "fused"])
 def test_convnet_impls_same_function_and_gradients(impl):
     x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))

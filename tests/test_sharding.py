@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.accelerator  # sharding is an accelerator branch (tests/test_accelerator.py)
 K, SHAPE, IPC, E = 4, (8, 8, 1), 2, 2
 MODEL_KW = {"width": 8, "depth": 2}
 

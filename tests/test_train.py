@@ -112,6 +112,7 @@ def test_evaluate_run_protocol_and_paper_flag(tmp_path):
             evaluate_run(str(run), paper_protocol=True, **bad)
 
 
+@pytest.mark.accelerator
 def test_grouping_networks_trains_the_same_networks():
     """K networks vmapped together, in groups, or one at a time: each network depends only on its key."""
     x, y = toy_images(3, 6, (8, 8, 1))

@@ -1,0 +1,5 @@
+import sys
+
+from experiments.gpu.kit import main
+
+sys.exit(main())
