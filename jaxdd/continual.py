@@ -1,4 +1,4 @@
-"""Class-incremental continual learning on condensed memories (METHODS.md section 9.1; GDumb-style).
+"""Class-incremental continual learning on condensed memories (docs/methods.md section 9.1; GDumb-style).
 
 For each seed, the classes are put in a random order (``jax.random.permutation(jax.random.key(seed), K)``) and split
 into ``steps`` groups. At step s only the new classes' real training data are seen; they are condensed into a set
@@ -46,7 +46,7 @@ _STEP_CACHE: dict = {}
 
 @dataclasses.dataclass(frozen=True)
 class ContinualConfig:
-    """The protocol's settings. ``eval_*``: how each fresh network is trained on the memory (METHODS.md 9.1:
+    """The protocol's settings. ``eval_*``: how each fresh network is trained on the memory (docs/methods.md 9.1:
     1000 epochs, DSA for every memory builder; 3 networks per seed). ``iterations``/``real_per_class``/``lr_img``:
     distillation overrides (None: the method's defaults)."""
 

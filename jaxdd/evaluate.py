@@ -142,7 +142,7 @@ def eval_module(model, num_classes: int, model_kwargs: dict | None = None):
     """The network evaluation trains: ConvNet-family and ResNet convolutions default to ``conv_impl="auto"``
     (``jaxdd.models.resolve_conv_impl``): on CPU ``"fused"`` (Winograd and the fused first block), where a training
     epoch of 100 images with DSA takes 0.22-0.24 s (0.37 s without jaxdd.hostmem's huge pages) against Winograd's
-    0.42 s and vjp's 0.59 s on 28x28x1 (experiments/results/bench_vs_reference*.md), and the library convolution on
+    0.42 s and vjp's 0.59 s on 28x28x1 (experiments/bench/results/bench_vs_reference*.md), and the library convolution on
     accelerators. ``model_kwargs`` naming a ``conv_impl`` wins. Test predictions use the model as configured (the
     library convolution unless ``model_kwargs`` says otherwise)."""
     kw = dict(model_kwargs or {})

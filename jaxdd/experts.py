@@ -1,4 +1,4 @@
-"""Expert trajectories for trajectory matching (MTT, METHODS.md section 5): train, store, stream.
+"""Expert trajectories for trajectory matching (MTT, docs/methods.md section 5): train, store, stream.
 
     jaxdd experts --dataset fashion_mnist --num-experts 10 --epochs 20 --out experts/fmnist
 

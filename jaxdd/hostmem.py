@@ -5,7 +5,7 @@ them on ``free``, so every step of a jitted training loop touches its activation
 project's 2-core machine an evaluation epoch of 100 images took 56 800 minor page faults (~230 MB of 4 KiB pages
 zeroed by the kernel), every epoch. With ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (glibc >= 2.35) malloc asks the
 kernel for transparent huge pages (``madvise(MADV_HUGEPAGE)``): 808 faults and 0.287 instead of 0.385 s per epoch
-(experiments/bench_page_faults.py, PROFILE.md finding 13). The trained weights are bit-identical.
+(experiments/bench/bench_page_faults.py, experiments/bench/PROFILE.md finding 13). The trained weights are bit-identical.
 
 glibc reads its tunables once, at process start, so a running interpreter cannot switch; ``reexec_with_hugepages``
 restarts the process with the tunable set. The ``jaxdd`` command and the benchmark scripts call it first thing; in a

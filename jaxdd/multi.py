@@ -459,6 +459,7 @@ def distill_many_dataset(method: str, dataset: str, ipc: int, *, num_exp: int, o
     from jaxdd.methods import MethodContext, get_method, resolve_options
     from jaxdd.pipeline import _PARAMS, available_parameterizations, prepare_data, run_config, start_run
     from jaxdd.synthetic import pixel_budget, tree_floats
+    from jaxdd.evaluate import standard_eval_augment
     from jaxdd.train import default_protocol
 
     if num_exp < 1:
@@ -486,7 +487,7 @@ def distill_many_dataset(method: str, dataset: str, ipc: int, *, num_exp: int, o
                         pool, pre, k_build, data_dir)
     objective = spec.build(ctx)
     mesh = shd.make_mesh(num_exp, exp=mesh_exp, data=mesh_data) if use_mesh else None
-    eval_augment = spec.defaults.get("eval_augment")
+    eval_augment = standard_eval_augment(method, dataset, model)
 
     evaluator = None
     if config.eval_every and val is not None:

@@ -157,7 +157,9 @@ def distill_dataset(method: str, dataset, ipc: int, *, out_dir: str | None = Non
     ctx = MethodContext(k, shape, parameterization.images_per_class, model, dict(model_kwargs or {}), opts,
                         dataset if named else full.name, pool, pre, k_build, data_dir)
     objective = spec.build(ctx)
-    eval_augment = spec.defaults.get("eval_augment")
+    # the paper's evaluation augmentation for this method, dataset and network (DC: DC-augmentation on MNIST or a
+    # ConvNetBN); the validation evaluation uses it, and the artifact records it for ``evaluate_run``
+    eval_augment = standard_eval_augment(method, dataset if named else full.name, model_name(model))
 
     evaluator = None
     if config.eval_every and val is not None:

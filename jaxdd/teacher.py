@@ -1,4 +1,4 @@
-"""Squeeze (SRe2L/DWA, METHODS.md 11.1 step 1): train a batch-norm teacher on the real training split and save it.
+"""Squeeze (SRe2L/DWA, docs/methods.md 11.1 step 1): train a batch-norm teacher on the real training split and save it.
 
     jaxdd teacher --dataset fashion_mnist --model ConvNetBN --epochs 5 --out runs/teacher_fmnist
     jaxdd distill --method dwa --teacher runs/teacher_fmnist --dataset fashion_mnist --ipc 10 --out runs/dwa10

@@ -44,7 +44,7 @@ def accuracy(logits: jax.Array, y: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class TrainProtocol:
-    """How a fresh network is trained on a (synthetic) set: METHODS.md 1.4.
+    """How a fresh network is trained on a (synthetic) set: docs/methods.md 1.4.
 
     The loop runs ``epochs + 1`` epochs (as the DD code does); after epoch ``epochs // 2 + 1`` the learning rate is
     multiplied by 0.1 and, as in the reference code which builds a new optimiser there, the momentum buffer restarts.
@@ -157,9 +157,9 @@ def epoch_plan(k_run: jax.Array, epoch, n: int, steps_per_epoch: int) -> tuple[j
 def default_group(num_networks: int) -> int:
     """How many networks ``train_many`` trains in one vmapped program by default: all of them on GPU/TPU; one at
     a time on CPU, where vmapping a convolution over per-network weights turns it into a grouped convolution that
-    XLA:CPU runs about 3x slower per network than K separate programs (experiments/results/bench_dm.md); with the
+    XLA:CPU runs about 3x slower per network than K separate programs (experiments/bench/results/bench_dm.md); with the
     Winograd convolution 10 vmapped networks were 1.5x slower per network; with ``"fused"`` they are as fast (70
-    vs 72 s per 300 epochs in bench_vs_reference.md, 66 vs 72 s in bench_vs_reference_finding14.md), and one at a
+    vs 72 s per 300 epochs in bench_vs_reference.md, 66 vs 72 s a day earlier), and one at a
     time needs a tenth of the activation memory."""
     return num_networks if jax.default_backend() != "cpu" else 1
 

@@ -199,29 +199,6 @@ def test_bad_inputs_give_one_clear_message(tmp_path, capsys, bad_dirs, argv, fra
     assert err.count("error:") == 1, err  # one message
 
 
-def test_experiment_configs_run_tiny(tmp_path):
-    import run as runner
-
-    names = runner.list_configs()
-    assert names
-    for name in names:
-        cfg = runner.load_config(name)
-        doc = (ROOT / "experiments" / "configs" / f"{name}.py").read_text()
-        assert "Command:" in doc and "Runtime:" in doc and "Paper:" in doc, f"{name}: docstring incomplete"
-        assert {"method", "dataset", "ipc"} <= set(cfg)
-    # run the cheapest config end to end in tiny mode (digits demo); others are covered by the contract suite
-    rec = runner.run("dm_digits_demo", tiny=True, out_root=str(tmp_path), results_dir=None)
-    run_dir = tmp_path / "dm_digits_demo_tiny"
-    saved = json.loads((run_dir / "eval.json").read_text())
-    # the record is what the run directory holds: the tiny overrides took effect (2 iterations, one 1-epoch model)
-    assert rec["accuracies"] == saved["synthetic"]["accuracies"] and len(rec["accuracies"]) == 1
-    assert saved["synthetic"]["protocol"]["epochs"] == 1 and rec["random_subset"] is not None
-    art = load_artifact(run_dir)
-    assert art.metadata["steps_done"] == 2 and art.images.shape == (50, 8, 8, 1)
-    assert rec["images_per_class"] == 5 and rec["floats_stored"] == rec["floats_budget"] == 10 * 5 * 64
-    assert rec["final_metrics"]["step"] == 2 and np.isfinite(rec["final_metrics"]["loss"])
-
-
 def test_shared_option_choices_are_the_union_and_each_method_checks_its_own():
     # --conv-impl is an option of dc/dsa (which accept '' = the model's own), bptt and mtt (which do not)
     from jaxdd.cli import build_parser

@@ -1,4 +1,4 @@
-"""Continual learning (METHODS.md 9.1): class orders, herding, per-step condensation with label remapping, the
+"""Continual learning (docs/methods.md 9.1): class orders, herding, per-step condensation with label remapping, the
 protocol end to end on toy data (memory growth, global labels, resume), and the CLI subcommand."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The low-rank parameterization (METHODS.md section 9): decode, SVD init, gradients, budget, lrs, labels, CLI."""
+"""The low-rank parameterization (docs/methods.md section 9): decode, SVD init, gradients, budget, lrs, labels, CLI."""
 from __future__ import annotations
 
 import json
@@ -98,7 +98,7 @@ def test_svd_init_approximates_class_images_class_major():
 
 
 def test_known_budget_table():
-    # METHODS.md 9: exact m per class
+    # docs/methods.md 9: exact m per class
     for (ipc, r), m in {(1, 2): 7, (10, 2): 70, (50, 2): 350, (1, 4): 3, (10, 4): 35, (50, 4): 175,
                         (1, 8): 1, (10, 8): 17, (50, 8): 87}.items():
         assert low_rank_images_per_class(ipc, (28, 28, 1), r) == m

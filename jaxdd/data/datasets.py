@@ -46,7 +46,7 @@ class Dataset(NamedTuple):
       images: (n, h, w, c) float32 in [0, 1] (NOT normalised; see ``fit_preprocess``).
       labels: (n,) int32 class ids in [0, num_classes).
       class_names: one name per class.
-      mean, std: per-channel conventional normalisation constants of this dataset (METHODS.md 1.1).
+      mean, std: per-channel conventional normalisation constants of this dataset (docs/methods.md 1.1).
       name: the registry name, e.g. "fashion_mnist".
       split: "train", "test", ... (or "val" for a split carved by ``split_train_val``).
     """
@@ -89,7 +89,7 @@ _DIGITS10 = tuple(str(i) for i in range(10))
 _FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 _CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-# Normalisation constants: METHODS.md 1.1 (the DatasetCondensation code's constants). cifar100 uses the current DC
+# Normalisation constants: docs/methods.md 1.1 (the DatasetCondensation code's constants). cifar100 uses the current DC
 # code's constants (MTT used the CIFAR-10 ones; pass those explicitly to fit_preprocess for MTT parity).
 # digits is not in that table: its constants are the per-channel mean and (population) std of all pixels of the
 # digits train split defined below (1438 images, values/16), computed once with

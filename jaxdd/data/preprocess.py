@@ -1,4 +1,4 @@
-"""Preprocessing as a saved pytree: per-channel mean/std normalisation, or ZCA whitening (METHODS.md 1.1).
+"""Preprocessing as a saved pytree: per-channel mean/std normalisation, or ZCA whitening (docs/methods.md 1.1).
 
 ``Preprocess`` is a NamedTuple of arrays, so it passes through ``jit``/``vmap`` as an argument. The two modes differ in
 pytree structure, not in a traced flag: with ZCA off, the three ``zca_*`` fields are ``None`` (no leaves), so the
@@ -76,7 +76,7 @@ def fit_preprocess(
     if zca:
         if mean is not None or std is not None:
             raise JaxddError(
-                "fit_preprocess: mean/std normalisation is skipped when zca=True (METHODS.md 1.1: ZCA is fitted on "
+                "fit_preprocess: mean/std normalisation is skipped when zca=True (docs/methods.md 1.1: ZCA is fitted on "
                 "un-normalised [0, 1] images); pass mean=None, std=None."
             )
         if zca_reg < 0:

@@ -1,4 +1,4 @@
-"""The dataset-distillation ConvNet family and MLP (METHODS.md section 1.2).
+"""The dataset-distillation ConvNet family and MLP (docs/methods.md section 1.2).
 
 ConvNet(width 128, depth 3, relu, instancenorm, avgpool): depth x [Conv3x3 (bias) -> norm -> act -> pool], then
 flatten -> Dense(num_classes). The first convolution of a 1-channel input uses padding 3 (so 28x28 becomes 32x32, as

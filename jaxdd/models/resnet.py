@@ -1,4 +1,4 @@
-"""ResNets with batch norm for teachers and students (METHODS.md 1.2 zoo and 11: SRe2L/DWA teachers).
+"""ResNets with batch norm for teachers and students (docs/methods.md 1.2 zoo and 11: SRe2L/DWA teachers).
 
 - ``ResNet18`` / ``ResNet18BN``: ResNet-18 with the CIFAR stem (3x3 stride-1 conv, no max-pool), BasicBlocks
   [2, 2, 2, 2] at widths 64/128/256/512 and strides 1/2/2/2, global average pool, linear classifier. The DD zoo's

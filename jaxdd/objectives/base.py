@@ -31,7 +31,7 @@ def auto_class_batch(class_batch: int) -> int:
     """The ``class_batch`` option of DM, DC and DSA: classes whose real images go through one forward/backward
     (``lax.map``; 0 = all at once). -1 (the default) is 1 on CPU, where a 10-class 2560-image batch streams
     gigabyte activations through memory (one class at a time: a DC IPC-10 iteration 239 instead of 323 s, peak
-    RSS 2.7 instead of 14.7 GiB; experiments/PROFILE.md), and 0 on accelerators."""
+    RSS 2.7 instead of 14.7 GiB; experiments/bench/PROFILE.md), and 0 on accelerators."""
     if class_batch < -1:
         raise JaxddError(f"class_batch must be -1 (auto), 0 (all classes) or a positive count, got {class_batch}")
     if class_batch == -1:

@@ -1,4 +1,4 @@
-"""DM: distribution matching (Zhao & Bilen, WACV 2023; METHODS.md section 4).
+"""DM: distribution matching (Zhao & Bilen, WACV 2023; docs/methods.md section 4).
 
 Every call draws a fresh randomly initialised network (parameters frozen, train mode) and matches, per class, the
 mean embedding psi (the flattened last-block features) of the synthetic images against that of a batch of real
@@ -10,7 +10,7 @@ Batch-norm models send all classes through one forward per side, so they mix cla
 exactly as the reference code does. For other models (instance norm: the classes are independent) the real side is
 embedded ``class_batch`` classes per forward (``lax.map``; the same numbers): on XLA:CPU one class at a time is
 faster than one 2560-image forward, whose activations (1.3 GB a layer) stream through memory
-(experiments/PROFILE.md); option ``class_batch`` (-1 = 1 on CPU, all classes on accelerators).
+(experiments/bench/PROFILE.md); option ``class_batch`` (-1 = 1 on CPU, all classes on accelerators).
 """
 from __future__ import annotations
 

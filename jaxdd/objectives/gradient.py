@@ -1,4 +1,4 @@
-"""DC and DSA: gradient matching (Zhao, Mopuri, Bilen, ICLR 2021; Zhao & Bilen, ICML 2021; METHODS.md 2 and 3).
+"""DC and DSA: gradient matching (Zhao, Mopuri, Bilen, ICLR 2021; Zhao & Bilen, ICML 2021; docs/methods.md 2 and 3).
 
 Per class c, the gradient of the cross-entropy with respect to the network parameters theta on the synthetic images
 of class c is matched to the (stop-gradient) gradient on a batch of real images of class c:
@@ -25,10 +25,10 @@ convolution on accelerators): XLA:CPU runs a convolution weight gradient ~40x sl
 and the per-class (vmapped) second-order gradients of the matching ran 6.3x faster with patches than with
 ``lax.conv`` (4.1 s vs 25.8 s for IPC 1, 8 real images/class, ConvNet-3 on 28x28, loaded 2-core CPU); "vjp"
 (``lax.conv`` forward, matmul and forward-convolution gradients) is 16 % faster again than patches on a DC IPC-10
-iteration, and "winograd" and "fused" faster again (experiments/PROFILE.md). The implementations are numerically
+iteration, and "winograd" and "fused" faster again (experiments/bench/PROFILE.md). The implementations are numerically
 equal and share the parameter tree. On CPU the real-side gradients run one class at a time (``class_batch`` -1 = 1
 there): a DC IPC-10 iteration takes 239 s instead of 323 s with all 2560 images in one batch
-(experiments/PROFILE.md).
+(experiments/bench/PROFILE.md).
 
 Batch-norm models: as in the reference, a train-mode forward of (up to) 16 real images per class sets the batch
 statistics, which are then frozen (eval mode) for the matching.
@@ -80,7 +80,7 @@ def _ours_tensor(gr: jax.Array, gs: jax.Array) -> jax.Array:
 
 
 def layerwise_distance(g_real: PyTree, g_syn: PyTree, kind: str = "ours") -> jax.Array:
-    """The DC gradient distance between two gradient pytrees of the same structure (METHODS.md 2).
+    """The DC gradient distance between two gradient pytrees of the same structure (docs/methods.md 2).
 
     ``"ours"``: sum over parameter tensors of sum over output rows of ``1 - <g_i, h_i> / (|g_i| |h_i| + 1e-6)``;
     1-D tensors contribute 0. ``"mse"``: squared Euclidean distance of the concatenated vectors. ``"cos"``:

@@ -1,4 +1,4 @@
-"""KIP: kernel inducing points (Nguyen, Chen, Lee, ICLR 2021; Nguyen et al., NeurIPS 2021; METHODS.md 7).
+"""KIP: kernel inducing points (Nguyen, Chen, Lee, ICLR 2021; Nguyen et al., NeurIPS 2021; docs/methods.md 7).
 
 Kernel ridge regression from the synthetic support set (X_s, Y_s) to a class-balanced real target batch (X_t, Y_t):
 

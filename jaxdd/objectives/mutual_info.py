@@ -1,5 +1,5 @@
 """MIM4DD as a combinator: ``with_mutual_info(objective, ...)`` adds a contrastive mutual-information term to any
-Objective (Shang, Yuan, Yan, NeurIPS 2023; METHODS.md section 10), like ``optax.chain`` adds a transformation.
+Objective (Shang, Yuan, Yan, NeurIPS 2023; docs/methods.md section 10), like ``optax.chain`` adds a transformation.
 
 What the paper confirms: distillation maximises the mutual information (MI) between the synthetic and the real set
 through a contrastive (NCE) lower bound on per-layer feature maps; a synthetic and a real sample with the same label
@@ -51,7 +51,7 @@ method gives the same synthetic set as the base method (tested).
 
 Defaults (the paper's values are unknown): temperature 0.1 and head_dim 128 (CRD and CMIM, the closest public
 code); every block of the ConvNet (Fig. 2's "three pairs of representations, one for each layer"); in-batch
-negatives (METHODS.md's default; the bank is an option); heads' Adam lr 1e-3. The weight is relative to the base
+negatives (this reconstruction's default; the bank is an option); heads' Adam lr 1e-3. The weight is relative to the base
 loss's scale, which differs per method: 20 is set for DM, where we measured on Fashion-MNIST (ConvNet-128, random
 init, heads untrained) a gradient norm of the NCE term ~1/200 (IPC 1) to ~1/120 (IPC 10) of DM's, so weight 20 makes
 it 10-20% of DM's gradient at the start (it grows as the heads learn). For another base, rescale it.
@@ -76,7 +76,7 @@ from jaxdd.ops import safe_normalize
 from jaxdd.types import Batch, JaxddError, PRNGKey, PyTree
 
 NEGATIVES = ("batch", "bank")
-# Defaults (the paper's values are unknown; see METHODS.md section 10 and the module docstring).
+# Defaults (the paper's values are unknown; see docs/methods.md section 10 and the module docstring).
 DEFAULT_WEIGHT = 20.0
 DEFAULT_TEMPERATURE = 0.1
 DEFAULT_HEAD_DIM = 128

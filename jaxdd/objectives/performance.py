@@ -1,4 +1,4 @@
-"""BPTT performance matching: the original dataset distillation (Wang, Zhu, Torralba, Efros 2018; METHODS.md 6).
+"""BPTT performance matching: the original dataset distillation (Wang, Zhu, Torralba, Efros 2018; docs/methods.md 6).
 
 The synthetic set is cut into ``steps`` class-balanced batches (``ipc // steps`` images of every class each). From a
 fresh random initialisation theta_0 (drawn from the step key: the paper's "unknown init"), ``T = steps * epochs``

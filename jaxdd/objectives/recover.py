@@ -1,4 +1,4 @@
-"""SRe2L recover and DWA (METHODS.md 11): decoupled synthesis against a batch-norm teacher, and relabel evaluation.
+"""SRe2L recover and DWA (docs/methods.md 11): decoupled synthesis against a batch-norm teacher, and relabel evaluation.
 
 SRe2L (Yin, Xing, Shen, NeurIPS 2023) synthesises each batch of images x~ (one image of every class) by minimising,
 with the teacher f in eval mode,
@@ -286,7 +286,7 @@ def _build(ctx, perturb: bool) -> Objective:
 
 @dataclasses.dataclass(frozen=True)
 class RelabelProtocol:
-    """Students trained on the synthetic images with the teacher's soft labels (METHODS.md 11.2 step 5, CIFAR
+    """Students trained on the synthetic images with the teacher's soft labels (docs/methods.md 11.2 step 5, CIFAR
     recipe): AdamW (lr 1e-3, wd 0.01) with cosine decay to 0, batch 128, per-image random shift (+-``shift`` px) and
     flip, MixUp (``mixup`` alpha, 0 = off) or CutMix (``cutmix`` alpha; takes precedence), the teacher (eval mode) labels
     the same augmented, mixed batch; loss KL(softmax(t/T) || softmax(s/T)) averaged over the batch, times T^2 when

@@ -1,4 +1,4 @@
-"""MTT: matching training trajectories (Cazenavette et al., CVPR 2022; METHODS.md section 5), with the memory of
+"""MTT: matching training trajectories (Cazenavette et al., CVPR 2022; docs/methods.md section 5), with the memory of
 the meta-gradient a setting.
 
 Per call: draw an expert e and a start epoch t < max_start_epoch from the key; theta_0 = theta*_{e,t}, target
@@ -25,7 +25,7 @@ Memory strategies for the meta-gradient (all exact except "tesla"):
   propagated through the step (the Hessian-vector term) and the data/alpha cotangents are accumulated. This is
   reverse-mode autodiff through the loop with per-step recomputation, so it is exact; peak memory is one step's
   graph plus N*P floats for the stored parameters.
-- ``"tesla"``: the approximation of TESLA's published code (METHODS.md section 8): the same sweep without
+- ``"tesla"``: the approximation of TESLA's published code (docs/methods.md section 8): the same sweep without
   propagating the adjoint through the steps (every step sees the final adjoint 2(theta_N - theta*)/D0), i.e. the
   Hessian-vector terms through later steps are dropped. Not exact; ``tests/test_trajectory.py`` and
   ``experiments/bench_mtt_memory.py`` measure its error against full unroll.

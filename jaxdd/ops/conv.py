@@ -23,7 +23,7 @@ Convolutions have five numerically equivalent implementations, chosen per path b
   (conv, instance norm, ReLU, average pooling) as one function, ``conv_instnorm_relu_avgpool``, that never forms
   the full-resolution (n, h, w, width) tensors between those layers: the norm's statistics come from each image's
   9c x 9c patch covariance. Those tensors' memory-bound passes were a quarter to 40 % of a CPU training step. The
-  fastest on XLA:CPU in every row of the issue-5 benchmark (experiments/results/bench_vs_reference.md).
+  fastest on XLA:CPU in every row of the issue-5 benchmark (experiments/bench/results/bench_vs_reference.md).
 ``tests/test_models.py`` pins each to ``"xla"`` (values, gradients, second order, inside ``lax.scan``).
 """
 from __future__ import annotations
@@ -132,7 +132,7 @@ def conv3x3_winograd(x: Array, kernel: Array, padding: int) -> Array:
     (16, tiles, c) operand of a batched matmul, XLA:CPU wrote them once and copied them again into the stack, and the
     autodiff transpose of indexing the stacked product back out was zero-padding and summing full-size cotangents.
     Kept apart, every transform and its transpose is one elementwise pass (10-20 % less time for this layer's
-    forward and gradients on CPU, the same sums: experiments/results/bench_winograd.md)."""
+    forward and gradients on CPU, the same sums: experiments/bench/results/bench_winograd.md)."""
     n, h, w, c = x.shape
     if c < WINOGRAD_MIN_CHANNELS:
         return conv3x3_vjp(x, kernel, padding)
@@ -196,7 +196,7 @@ def conv_instnorm_relu_avgpool(x: Array, kernel: Array, bias: Array, scale: Arra
     pc, v = _stem_chain(x, kernel, scale, padding, eps)
     h2, w2 = pc.shape[2] // 2, pc.shape[3] // 2  # odd sizes: pooling drops the last row / column
     # one pass per 2x2 window position on that position's patches, summed: the ReLU'd (n, ho, wo, o) tensor is never
-    # written (the block's forward on 100 28x28 images 7.0 ms, 13.5 ms when it was: experiments/results/bench_stem.md)
+    # written (the block's forward on 100 28x28 images 7.0 ms, 13.5 ms when it was: experiments/bench/results/bench_stem.md)
     windows = [pc[:, :, a:2 * h2:2, b:2 * w2:2] for a in (0, 1) for b in (0, 1)]
     return 0.25 * sum(jnp.maximum(_stem_pre(pw, v, shift), 0.0) for pw in windows)
 

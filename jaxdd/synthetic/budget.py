@@ -1,4 +1,4 @@
-"""Memory budgets shared by all parameterizations (METHODS.md section 9, "Budget").
+"""Memory budgets shared by all parameterizations (docs/methods.md section 9, "Budget").
 
 A budget is given as ``ipc`` full-pixel images per class: ``ipc * C * H * W`` float32 numbers per class. A
 parameterization whose stored image costs ``f`` floats holds ``floor(ipc * C * H * W / f)`` images per class. For the

@@ -1,4 +1,4 @@
-"""The low-rank manifold plugin (Yang et al., NeurIPS 2023; METHODS.md section 9) as a Parameterization.
+"""The low-rank manifold plugin (Yang et al., NeurIPS 2023; docs/methods.md section 9) as a Parameterization.
 
 Every synthetic image j and channel c is a product of two thin factors, x_j[..., c] = A_j[c] @ B_j[c]:
 
