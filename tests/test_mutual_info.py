@@ -250,3 +250,31 @@ def test_derived_methods_and_errors():
     assert set(obj.init(jax.random.key(0))["heads"]["syn"]) == {"block2"}
     z = embed({"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}, jnp.ones((2, 4)))
     np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-6)
+
+
+def test_wrapper_forwards_every_hook_of_the_base_objective():
+    """with_mutual_info keeps the base's optional hooks (DWA's init_with_real and project): the real-init hook builds
+    the base state under "base" exactly as the base alone would, and project is the base's own function."""
+    seen = {}
+
+    def base_init_with_real(key, real_init):
+        seen["real_init"] = real_init
+        return {"teacher": real_init.sum()}
+
+    def project(data):
+        return jnp.clip(data, -1.0, 1.0)
+
+    base = Objective("toy", no_init, lambda syn, real, state, key: (jnp.sum(syn.x ** 2), {}), real_per_class=2,
+                     learnables={"lr": 0.1}, init_with_real=base_init_with_real, project=project)
+    wrapped = with_mutual_info(base, module=get_model("ConvNetD1", 3, width=8), num_classes=3, image_shape=(8, 8, 1),
+                               real_per_class=2)
+    assert wrapped.project is project and wrapped.learnables == {"lr": 0.1} and wrapped.real_per_class == 2
+    assert wrapped.init_with_real is not None and wrapped.name == "toy+mim"
+    real_init = jnp.ones((3, 1, 8, 8, 1))
+    state = wrapped.init_with_real(jax.random.key(0), real_init)
+    assert float(state["base"]["teacher"]) == 192.0 and seen["real_init"] is real_init
+    assert set(state) >= {"base", "heads", "head_opt", "hparams"}
+    # a base without the hook gives a wrapper without it (the driver then calls init)
+    plain = with_mutual_info(base._replace(init_with_real=None, project=None), module=get_model("ConvNetD1", 3, width=8),
+                             num_classes=3, image_shape=(8, 8, 1), real_per_class=2)
+    assert plain.init_with_real is None and plain.project is None

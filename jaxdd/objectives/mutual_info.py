@@ -312,8 +312,13 @@ def with_mutual_info(objective: Objective, *, module: nn.Module, num_classes: in
                            "ptr": ((bank["ptr"] + n) % bank_size).astype(jnp.int32)}
         return new
 
-    return Objective(f"{objective.name}+mim", init, loss, update, real_per_class=total_n,
-                     learnables=dict(objective.learnables))
+    def init_with_real(key, real_init):  # the base's own hook (DWA perturbs its teacher on the real init images)
+        return {**init(key), "base": objective.init_with_real(jax.random.split(key, 3)[0], real_init)}
+
+    # _replace forwards every field this wrapper does not redefine (learnables, project, and any later hook)
+    return objective._replace(name=f"{objective.name}+mim", init=init, loss=loss, update=update,
+                              real_per_class=total_n,
+                              init_with_real=None if objective.init_with_real is None else init_with_real)
 
 
 # --------------------------------------------------------------------------------------------------------------
