@@ -11,8 +11,9 @@ Own data and models: ``distill_dataset("dm", (x, y), ipc=5, model=MyCNN(num_clas
 flax module satisfying ``jaxdd.MODEL_CONTRACT``; ``evaluate_run(run, test=(x_test, y_test), model=MyCNN(...))``.
 
 Names: the method constructors are ``jaxdd.dm``, ``jaxdd.dc``, ``jaxdd.dsa``, ``jaxdd.mtt``, ``jaxdd.kip``,
-``jaxdd.bptt``, ``jaxdd.recover`` (SRe2L / DWA) and the wrapper ``jaxdd.with_mutual_info``; the parameterizations
-``jaxdd.pixels`` and ``jaxdd.low_rank``. The DSA *augmentation* is ``jaxdd.dsa_augment`` (``jaxdd.augment.dsa``).
+``jaxdd.bptt``, ``jaxdd.sre2l`` and ``jaxdd.dwa`` (both built on ``jaxdd.recover``), each with its paper's defaults
+and the backend's fast settings (which ``jaxdd distill`` reads from them); the wrapper ``jaxdd.with_mutual_info``;
+the parameterizations ``jaxdd.pixels`` and ``jaxdd.low_rank``. The DSA *augmentation* is ``jaxdd.dsa_augment`` (``jaxdd.augment.dsa``).
 The modules ``jaxdd.train``, ``jaxdd.augment``, ``jaxdd.data``, ``jaxdd.models`` are modules; the training function
 is ``jaxdd.train_model`` (``jaxdd.train.train``). Importing jaxdd changes no global state (no matplotlib backend).
 """
@@ -36,7 +37,7 @@ from jaxdd.models import (  # noqa: E402
     MODEL_CONTRACT, apply_model, available_models, check_model, get_model, init_model, register_model,
 )
 from jaxdd.objectives import (  # noqa: E402
-    Objective, Synthetic, bptt, dc, dm, gradient_matching, kip, mtt, recover, with_mutual_info,
+    Objective, Synthetic, bptt, dc, dm, dwa, gradient_matching, kip, mtt, recover, sre2l, with_mutual_info,
 )
 from jaxdd.pipeline import (  # noqa: E402
     available_parameterizations, distill_dataset, evaluate_run, register_parameterization,

@@ -15,6 +15,7 @@ its ``--flags`` from every registered method's ``options`` and calls ``spec.buil
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -31,6 +32,16 @@ class Option:
     default: Any
     help: str = ""
     choices: tuple | None = None
+
+
+def constructor_option(fn: Callable, name: str, type: type, help: str = "", choices: tuple | None = None,
+                       param: str | None = None) -> Option:
+    """An ``Option`` whose default is the default of ``fn``'s keyword ``param`` (default: ``name``): the method's
+    constructor (``jaxdd.dm``, ``jaxdd.dc``, ...) is the one place its paper defaults live; the CLI reads them here."""
+    default = inspect.signature(fn).parameters[param or name].default
+    if default is inspect.Parameter.empty:
+        raise TypeError(f"{fn.__name__} has no default for {param or name!r}")
+    return Option(name, type, default, help, choices)
 
 
 class MethodContext(NamedTuple):

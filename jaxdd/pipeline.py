@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 
 import jax
@@ -73,6 +74,9 @@ def method_config(spec, iterations: int | None = None, overrides: dict | None = 
     kw = {k: v for k, v in spec.defaults.items() if k in fields}
     if iterations is not None:
         kw["iterations"] = iterations
+    elif "iterations" not in (overrides or {}):
+        print(f"jaxdd: iterations not given: {spec.name} runs its paper's {kw['iterations']} (pass iterations= / "
+              "--iterations for fewer)", file=sys.stderr)
     kw.update(overrides or {})
     kw.setdefault("eval_every", eval_every)
     kw.setdefault("progress", progress)

@@ -174,3 +174,62 @@ def test_registered_dataset_and_model_by_name_record_names(tmp_path, monkeypatch
     assert meta["class_names"] == ["left", "mid", "right"]
     res = jaxdd.evaluate_run(str(run), num_models=1, epochs=1, augment=False)  # test split found by name
     assert res["dataset"] == "toy3" and "test_sha256" not in res
+
+
+def test_constructors_are_the_one_source_of_method_defaults():
+    """The composable API and the CLI/registry agree: each registered option's default is the constructor's, and
+    jaxdd.dm(module, K) with no options computes the same loss, to the bit, as the registry-built objective."""
+    import inspect
+
+    from jaxdd.distill import make_pool, sample_real
+    from jaxdd.methods import MethodContext, get_method, resolve_options
+    from jaxdd.objectives import Synthetic
+
+    ctor = {"dm": jaxdd.dm, "dc": jaxdd.objectives.gradient.gradient_matching, "bptt": jaxdd.bptt, "kip": jaxdd.kip,
+            "mtt": jaxdd.mtt, "sre2l": jaxdd.sre2l, "dwa": jaxdd.dwa}
+    for name, fn in ctor.items():
+        params = inspect.signature(fn).parameters
+        shared = [o for o in get_method(name).options if o.name in params]
+        assert shared, name
+        assert all(o.default == params[o.name].default for o in shared), name
+    x, y = np.random.default_rng(0).random((40, 8, 8, 1), np.float32), np.repeat(np.arange(4), 10)
+    pool = make_pool(x, y, 4)
+    spec = get_method("dm")
+    opts = resolve_options(spec, {"real_per_class": 5})
+    ctx = MethodContext(4, (8, 8, 1), 2, "ConvNetD1", {}, opts, "toy", pool, None, jax.random.key(0))
+    by_registry = spec.build(ctx)
+    by_hand = jaxdd.dm(jaxdd.get_model("ConvNetD1", 4), 4, real_per_class=5)
+    syn = Synthetic(x[::5], y[::5], {})
+    real = sample_real(pool, jax.random.key(1), 5)
+    key = jax.random.key(2)
+    assert float(by_registry.loss(syn, real, (), key)[0]) == float(by_hand.loss(syn, real, (), key)[0])
+
+
+def test_dc_without_loops_takes_the_papers_for_the_set_size():
+    """jaxdd.dc(module, K, shape) needs no outer_loop/inner_loop: at 10 images per class it runs the paper's 10
+    matching rounds per fresh network (the round counter wraps after 10 updates)."""
+    from jaxdd.objectives import Synthetic
+
+    k, ipc = 3, 10
+    obj = jaxdd.dc(jaxdd.get_model("MLP", k, width=8), k, (4, 4, 1), real_per_class=2)
+    x = np.random.default_rng(0).random((k * ipc, 4, 4, 1), np.float32)
+    syn = Synthetic(x, np.repeat(np.arange(k), ipc), {})
+    update = jax.jit(obj.update)
+    state = obj.init(jax.random.key(0))
+    rounds = []
+    for i in range(11):
+        rounds.append(int(state["round"]))
+        state = update(state, syn, None, jax.random.key(i))
+    assert rounds == list(range(10)) + [0]
+    with pytest.raises(JaxddError, match="outer_loop"):
+        jaxdd.dc(jaxdd.get_model("MLP", k), k, (4, 4, 1), outer_loop=-1)
+
+
+def test_distill_without_iterations_says_it_runs_the_paper_count(capsys):
+    from jaxdd.methods import get_method
+    from jaxdd.pipeline import method_config
+
+    assert method_config(get_method("dm")).iterations == 20000
+    assert "iterations not given: dm runs its paper's 20000" in capsys.readouterr().err
+    method_config(get_method("dm"), iterations=5)
+    assert capsys.readouterr().err == ""

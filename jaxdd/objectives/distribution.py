@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdd import augment as aug
-from jaxdd.models import apply_model, has_batch_stats, init_model
+from jaxdd.models import apply_model, has_batch_stats, init_model, with_conv_impl
 from jaxdd.objectives.base import Objective, Synthetic, auto_class_batch, no_init
 from jaxdd.types import Batch, JaxddError
 
@@ -55,9 +55,17 @@ def class_mean_embeddings(module: nn.Module, variables, x: jax.Array, num_classe
 
 
 def dm(module: nn.Module, num_classes: int, *, strategy: str | None = aug.DSA_DEFAULT,
-       real_per_class: int = 256, class_batch: int = 0) -> Objective:
+       real_per_class: int = 256, class_batch: int = -1, conv_impl: str | None = "auto") -> Objective:
     """The DM objective for ``module`` (a fresh random instance every call). ``strategy`` None disables DSA.
-    class_batch: classes per real-side forward (0 = all; see the module docstring)."""
+
+    The defaults are the paper's (256 real images per class, DSA ``color_crop_cutout_flip_scale_rotate``) and the
+    backend's fast settings, which give the same numbers: class_batch -1 = one class per real-side forward on CPU,
+    all at once on accelerators (0 = all; see the module docstring); conv_impl "auto" = ``"fused"`` on CPU and
+    ``"xla"`` on accelerators for the jaxdd ConvNet/ResNet families (other modules are used as they are; "" or None
+    keeps the module's own). The driver settings of the paper (lr_img 1, momentum 0.5, 20 000 iterations, real init)
+    are ``jaxdd.methods.get_method("dm").defaults``."""
+    module = with_conv_impl(module, conv_impl)
+    class_batch = auto_class_batch(class_batch)
     if strategy:
         aug.parse_strategy(strategy)
     if real_per_class < 1:
@@ -76,15 +84,15 @@ def dm(module: nn.Module, num_classes: int, *, strategy: str | None = aug.DSA_DE
 
 
 def _build_dm(ctx):
-    from jaxdd.models import get_model, with_conv_impl
+    from jaxdd.models import get_model
 
-    module = with_conv_impl(get_model(ctx.model, ctx.num_classes, **ctx.model_kwargs), ctx.options["conv_impl"])
-    return dm(module, ctx.num_classes, strategy=ctx.options["dsa"] or None,
-              real_per_class=ctx.options["real_per_class"], class_batch=auto_class_batch(ctx.options["class_batch"]))
+    o = ctx.options
+    return dm(get_model(ctx.model, ctx.num_classes, **ctx.model_kwargs), ctx.num_classes, strategy=o["dsa"] or None,
+              real_per_class=o["real_per_class"], class_batch=o["class_batch"], conv_impl=o["conv_impl"])
 
 
 def _register():
-    from jaxdd.methods import MethodSpec, Option, register_method
+    from jaxdd.methods import MethodSpec, constructor_option, register_method
     from jaxdd.models import CONV_IMPLS
 
     register_method(MethodSpec(
@@ -92,12 +100,13 @@ def _register():
         build=_build_dm,
         defaults={"lr_img": 1.0, "momentum": 0.5, "iterations": 20000, "init": "real",
                   "eval_augment": aug.DSA_DEFAULT},
-        options=(Option("dsa", str, aug.DSA_DEFAULT, "DSA strategy for matching ('' or none disables)"),
-                 Option("real_per_class", int, 256, "real images per class per iteration"),
-                 Option("class_batch", int, -1, "classes per real-side forward (0 = all; -1 = 1 on CPU, all on "
-                        "accelerators; batch-norm models always all)"),
-                 Option("conv_impl", str, "auto", "convolution implementation ('' = the model's; auto = fused "
-                        "on CPU, xla on accelerators)", ("", "auto") + CONV_IMPLS)),
+        options=(constructor_option(dm, "dsa", str, "DSA strategy for matching ('' or none disables)",
+                                    param="strategy"),
+                 constructor_option(dm, "real_per_class", int, "real images per class per iteration"),
+                 constructor_option(dm, "class_batch", int, "classes per real-side forward (0 = all; -1 = 1 on "
+                                    "CPU, all on accelerators; batch-norm models always all)"),
+                 constructor_option(dm, "conv_impl", str, "convolution implementation ('' = the model's; auto = "
+                                    "fused on CPU, xla on accelerators)", ("", "auto") + CONV_IMPLS)),
         help="distribution matching (Zhao & Bilen, WACV 2023)",
         tiny=lambda ctx, tmp: {"real_per_class": 4},
     ))

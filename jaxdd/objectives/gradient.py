@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxdd import augment as aug
-from jaxdd.models import apply_model, has_batch_stats, init_model
+from jaxdd.models import apply_model, has_batch_stats, init_model, with_conv_impl
 from jaxdd.objectives.base import Objective, Synthetic, auto_class_batch
 from jaxdd.objectives.distribution import per_class_siamese_dsa
 from jaxdd.ops import cosine_similarity
@@ -151,25 +151,41 @@ def train_on_set(module: nn.Module, variables: PyTree, x: jax.Array, y: jax.Arra
 
 
 def gradient_matching(module: nn.Module, num_classes: int, image_shape: tuple[int, int, int], *,
-                      outer_loop: int, inner_loop: int, strategy: str | None = None, distance: str = "ours",
+                      outer_loop: int = 0, inner_loop: int = -1, strategy: str | None = None, distance: str = "ours",
                       real_per_class: int = 256, net_lr: float = 0.01, batch_size: int = 256,
-                      inner_module: nn.Module | None = None, class_batch: int = 0, bn_real: int = 16,
+                      inner_module: nn.Module | None = None, class_batch: int = -1, bn_real: int = 16,
+                      conv_impl: str | None = "auto", inner_conv_impl: str | None = "",
                       name: str | None = None) -> Objective:
     """The DC objective (DSA when ``strategy`` is a DSA strategy string). See the module docstring.
 
-    module: the network whose gradients are matched (a fresh random instance every ``outer_loop`` steps).
-    inner_module: the same network for the inner training (default: ``module``; on CPU pass the
-    ``conv_impl="fused"`` twin). class_batch: classes batched together for the real-side gradients (0 = all)."""
+    module: the network whose gradients are matched (a fresh random instance every ``outer_loop`` steps); it keeps
+    one in its state, hence ``image_shape``. outer_loop 0 / inner_loop -1: the paper's values for the synthetic
+    set's images per class (``paper_loops``, read from the set's shape when the objective is traced).
+    inner_module: the same network for the inner training (default: ``module``). class_batch: classes batched
+    together for the real-side gradients (0 = all; -1 = 1 on CPU, all on accelerators: the same numbers).
+    conv_impl "auto": ``"fused"`` on CPU, ``"xla"`` on accelerators for the jaxdd ConvNet/ResNet families (""/None:
+    the module's own); inner_conv_impl: the inner-trained twin's, "" = as ``conv_impl``. The driver settings of the
+    paper (lr_img 0.1, momentum 0.5, 1000 iterations x outer_loop rounds) are ``get_method("dc").defaults``."""
+    module = with_conv_impl(module, conv_impl)
+    inner_module = with_conv_impl(module if inner_module is None else inner_module, inner_conv_impl)
+    class_batch = auto_class_batch(class_batch)
     if distance not in DISTANCES:
         raise JaxddError(f"distance must be one of {DISTANCES}, got {distance!r}")
-    if outer_loop < 1 or inner_loop < 0:
-        raise JaxddError(f"need outer_loop >= 1 and inner_loop >= 0, got ({outer_loop}, {inner_loop})")
+    if outer_loop < 0 or inner_loop < -1:
+        raise JaxddError(f"need outer_loop >= 1 (0: the paper's) and inner_loop >= 0 (-1: the paper's), got "
+                         f"({outer_loop}, {inner_loop})")
     if real_per_class < 1:
         raise JaxddError(f"gradient matching needs real images: real_per_class must be >= 1, got {real_per_class}")
     if strategy:
         aug.parse_strategy(strategy)
-    inner_module = module if inner_module is None else inner_module
     k = num_classes
+
+    def loops(syn_x) -> tuple[int, int]:
+        """(outer_loop, inner_loop), the paper's for the set's images per class where not given (static)."""
+        if outer_loop > 0 and inner_loop >= 0:
+            return outer_loop, inner_loop
+        po, pi = paper_loops(syn_x.shape[0] // k)
+        return (outer_loop or po), (pi if inner_loop < 0 else inner_loop)
     name = name or ("dsa" if strategy else "dc")
 
     def init(key):
@@ -208,14 +224,16 @@ def gradient_matching(module: nn.Module, num_classes: int, image_shape: tuple[in
         def fresh(_):
             return init_model(module, k_new, image_shape)
 
+        outer, inner = loops(x)
+
         def train(net):
-            if inner_loop == 0:
+            if inner == 0:
                 return net
-            return train_on_set(inner_module, net, x, y, k_train, epochs=inner_loop, lr=net_lr,
+            return train_on_set(inner_module, net, x, y, k_train, epochs=inner, lr=net_lr,
                                 batch_size=batch_size, strategy=strategy)
 
-        last = state["round"] >= outer_loop - 1
-        net = fresh(None) if outer_loop == 1 else jax.lax.cond(last, fresh, train, state["net"])
+        last = state["round"] >= outer - 1
+        net = fresh(None) if outer == 1 else jax.lax.cond(last, fresh, train, state["net"])
         return {"net": net, "round": jnp.where(last, 0, state["round"] + 1).astype(jnp.int32)}
 
     return Objective(name, init, loss, update, real_per_class=real_per_class)
@@ -234,18 +252,14 @@ def dsa(module, num_classes, image_shape, strategy: str = aug.DSA_DEFAULT, **kw)
 
 
 def _build(ctx, with_dsa: bool):
-    from jaxdd.models import get_model, with_conv_impl
+    from jaxdd.models import get_model
 
     o = ctx.options
-    outer, inner = o["outer_loop"], o["inner_loop"]
-    if outer <= 0 or inner < 0:
-        po, pi = paper_loops(ctx.ipc)
-        outer = po if outer <= 0 else outer
-        inner = pi if inner < 0 else inner
-    module = with_conv_impl(get_model(ctx.model, ctx.num_classes, **ctx.model_kwargs), o["conv_impl"])
-    inner_module = with_conv_impl(module, o["inner_conv_impl"])
-    kw = dict(outer_loop=outer, inner_loop=inner, distance=o["distance"], real_per_class=o["real_per_class"],
-              net_lr=o["net_lr"], class_batch=auto_class_batch(o["class_batch"]), inner_module=inner_module)
+    if o["outer_loop"] <= 0 or o["inner_loop"] < 0:
+        paper_loops(ctx.ipc)  # refuse an IPC without paper loops now, with the flags to pass, not at trace time
+    module = get_model(ctx.model, ctx.num_classes, **ctx.model_kwargs)
+    kw = {n: o[n] for n in ("outer_loop", "inner_loop", "distance", "real_per_class", "net_lr", "class_batch",
+                            "conv_impl", "inner_conv_impl")}
     if with_dsa:
         if not o["dsa"]:
             raise JaxddError("method 'dsa' needs a DSA strategy (--dsa); use method 'dc' for no augmentation")
@@ -254,25 +268,26 @@ def _build(ctx, with_dsa: bool):
 
 
 def _options(with_dsa: bool):
-    from jaxdd.methods import Option
+    from jaxdd.methods import constructor_option as opt
     from jaxdd.models import CONV_IMPLS
 
+    gm = gradient_matching
     opts = (
-        Option("outer_loop", int, 0, "matching rounds per fresh network (0: the paper's value for the IPC)"),
-        Option("inner_loop", int, -1, "epochs of network training on S between rounds (-1: the paper's value)"),
-        Option("distance", str, "ours", "gradient distance: ours (layer-wise rows), mse, cos", DISTANCES),
-        Option("real_per_class", int, 256, "real images per class per step"),
-        Option("net_lr", float, 0.01, "learning rate of the network's inner training (SGD, no momentum)"),
-        Option("conv_impl", str, "auto", "convolution implementation of the matched and inner-trained network "
-               "('' = the model's; auto = fused on CPU, xla on accelerators; fused, winograd, vjp and patches avoid "
-               "XLA:CPU's slow (vmapped, scanned) convolution gradients)", ("", "auto") + CONV_IMPLS),
-        Option("inner_conv_impl", str, "", "conv_impl of the inner-trained twin only ('' = as conv_impl)",
-               ("", "auto") + CONV_IMPLS),
-        Option("class_batch", int, -1, "classes batched together for the real gradients (0: all; -1: 1 on CPU, "
-               "all on accelerators)"),
+        opt(gm, "outer_loop", int, "matching rounds per fresh network (0: the paper's value for the IPC)"),
+        opt(gm, "inner_loop", int, "epochs of network training on S between rounds (-1: the paper's value)"),
+        opt(gm, "distance", str, "gradient distance: ours (layer-wise rows), mse, cos", DISTANCES),
+        opt(gm, "real_per_class", int, "real images per class per step"),
+        opt(gm, "net_lr", float, "learning rate of the network's inner training (SGD, no momentum)"),
+        opt(gm, "conv_impl", str, "convolution implementation of the matched and inner-trained network "
+            "('' = the model's; auto = fused on CPU, xla on accelerators; fused, winograd, vjp and patches avoid "
+            "XLA:CPU's slow (vmapped, scanned) convolution gradients)", ("", "auto") + CONV_IMPLS),
+        opt(gm, "inner_conv_impl", str, "conv_impl of the inner-trained twin only ('' = as conv_impl)",
+            ("", "auto") + CONV_IMPLS),
+        opt(gm, "class_batch", int, "classes batched together for the real gradients (0: all; -1: 1 on CPU, "
+            "all on accelerators)"),
     )
     if with_dsa:
-        opts = opts + (Option("dsa", str, aug.DSA_DEFAULT, "DSA strategy for matching and inner training"),)
+        opts = opts + (opt(dsa, "dsa", str, "DSA strategy for matching and inner training", param="strategy"),)
     return opts
 
 

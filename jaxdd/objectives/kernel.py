@@ -110,16 +110,17 @@ def _build(ctx):
 
 def _register():
     from jaxdd.methods import MethodSpec, Option, register_method
+    from jaxdd.methods import constructor_option as opt
 
     register_method(MethodSpec(
         name="kip",
         build=_build,
         defaults={"optimizer": "adam", "lr_img": 0.04, "iterations": 1000, "init": "real", "eval_augment": None},
         options=(
-            Option("kernel", str, "ntk", "empirical kernel of the finite network: ntk or nngp", KERNELS),
+            opt(kip, "kernel", str, "empirical kernel of the finite network: ntk or nngp", KERNELS),
             Option("kernel_width", int, 0, "width of the kernel network (0: the model's own width)"),
-            Option("reg", float, 1e-6, "ridge lambda, relative to tr(K_ss)/n_s"),
-            Option("real_per_class", int, 100, "target images per class per step"),
+            opt(kip, "reg", float, "ridge lambda, relative to tr(K_ss)/n_s"),
+            opt(kip, "real_per_class", int, "target images per class per step"),
             Option("fresh_kernel", int, 1, "1: a new random kernel network every step; 0: one fixed draw"),
         ),
         help="kernel inducing points (Nguyen et al., 2021) with an empirical finite-network NTK/NNGP",

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdd.models import apply_model, has_batch_stats, init_model
+from jaxdd.models import apply_model, has_batch_stats, init_model, with_conv_impl
 from jaxdd.objectives.base import Objective, Synthetic, no_init
 from jaxdd.train import MEMORY_STRATEGIES, cross_entropy, unroll_sgd
 from jaxdd.types import Batch, JaxddError
@@ -49,12 +49,16 @@ def step_batches(x: jax.Array, y: jax.Array, num_classes: int, steps: int):
 
 def bptt(module: nn.Module, num_classes: int, image_shape: tuple[int, int, int], ipc: int, *, steps: int = 0,
          epochs: int = 3, real_per_class: int = 100, memory: str = "full", remat_every: int = 1, nets: int = 1,
-         init_lr: float = 0.02) -> Objective:
+         init_lr: float = 0.02, conv_impl: str | None = "auto") -> Objective:
     """The BPTT objective for a synthetic set of ``ipc`` images per class (see the module docstring).
 
     steps: inner batches (0 = ``ipc``, i.e. one image per class per step as in the paper); must divide ``ipc``.
     epochs: passes over the batches (T = steps * epochs). real_per_class: real images per class of the outer loss.
+    conv_impl "auto": ``"fused"`` on CPU (fast inside the unrolled scan), ``"xla"`` on accelerators, for the jaxdd
+    ConvNet/ResNet families (""/None: the module's own). The driver settings of the paper (Adam 0.01, noise init)
+    are ``jaxdd.methods.get_method("bptt").defaults``.
     """
+    module = with_conv_impl(module, conv_impl)
     steps = steps or ipc
     if steps < 1 or ipc % steps:
         raise JaxddError(f"steps={steps} must be >= 1 and divide the images per class ({ipc})")
@@ -98,17 +102,17 @@ def bptt(module: nn.Module, num_classes: int, image_shape: tuple[int, int, int],
 
 
 def _build(ctx):
-    from jaxdd.models import get_model, with_conv_impl
+    from jaxdd.models import get_model
 
     o = ctx.options
-    module = with_conv_impl(get_model(ctx.model, ctx.num_classes, **ctx.model_kwargs), o["conv_impl"])
-    return bptt(module, ctx.num_classes, ctx.image_shape, ctx.ipc, steps=o["steps"], epochs=o["epochs"],
-                real_per_class=o["real_per_class"], memory=o["memory"], remat_every=o["remat_every"],
-                nets=o["nets"], init_lr=o["init_lr"])
+    return bptt(get_model(ctx.model, ctx.num_classes, **ctx.model_kwargs), ctx.num_classes, ctx.image_shape, ctx.ipc,
+                **{n: o[n] for n in ("steps", "epochs", "real_per_class", "memory", "remat_every", "nets", "init_lr",
+                                     "conv_impl")})
 
 
 def _register():
-    from jaxdd.methods import MethodSpec, Option, register_method
+    from jaxdd.methods import MethodSpec, register_method
+    from jaxdd.methods import constructor_option as opt
     from jaxdd.models import CONV_IMPLS
 
     register_method(MethodSpec(
@@ -116,15 +120,15 @@ def _register():
         build=_build,
         defaults={"optimizer": "adam", "lr_img": 0.01, "iterations": 400, "init": "noise", "eval_augment": None},
         options=(
-            Option("steps", int, 0, "inner batches of the synthetic set (0: one image per class per step)"),
-            Option("epochs", int, 3, "passes over the inner batches (unrolled steps = steps x epochs)"),
-            Option("real_per_class", int, 100, "real images per class of the outer loss"),
-            Option("memory", str, "full", "meta-gradient memory: full unroll or remat (jax.checkpoint blocks)",
+            opt(bptt, "steps", int, "inner batches of the synthetic set (0: one image per class per step)"),
+            opt(bptt, "epochs", int, "passes over the inner batches (unrolled steps = steps x epochs)"),
+            opt(bptt, "real_per_class", int, "real images per class of the outer loss"),
+            opt(bptt, "memory", str, "meta-gradient memory: full unroll or remat (jax.checkpoint blocks)",
                    MEMORY_STRATEGIES),
-            Option("remat_every", int, 1, "unrolled steps per jax.checkpoint block with --memory remat"),
-            Option("nets", int, 1, "random initialisations per outer step (vmapped, losses averaged)"),
-            Option("init_lr", float, 0.02, "initial learned inner learning rate (softplus-parameterised)"),
-            Option("conv_impl", str, "auto", "convolution implementation of the unrolled network ('' = the "
+            opt(bptt, "remat_every", int, "unrolled steps per jax.checkpoint block with --memory remat"),
+            opt(bptt, "nets", int, "random initialisations per outer step (vmapped, losses averaged)"),
+            opt(bptt, "init_lr", float, "initial learned inner learning rate (softplus-parameterised)"),
+            opt(bptt, "conv_impl", str, "convolution implementation of the unrolled network ('' = the "
                    "model's; auto = fused on CPU, xla on accelerators; fused, winograd, vjp and patches are fast on "
                    "XLA:CPU inside scan)", ("", "auto") + CONV_IMPLS),
         ),

@@ -234,6 +234,28 @@ def recover(module: nn.Module, teacher_variables: PyTree, num_classes: int, ipc:
                      init_with_real=init_with_real, project=project)
 
 
+def sre2l(module: nn.Module, teacher_variables: PyTree, num_classes: int, ipc: int, *, alpha_bn: float = 0.01,
+          first_bn_multiplier: float = 10.0, r_var: float = 1.0, jitter: int = 4,
+          clip: tuple[Any, Any] | None = None) -> Objective:
+    """SRe2L's recover objective against a BN teacher, with the paper's defaults (docs/methods.md 11.1): BN loss
+    weight 0.01, first BN layer x10, variance term weight 1, roll-jitter 4 px. The driver settings (Adam 0.25, cosine,
+    1000 iterations, noise init) are ``jaxdd.methods.get_method("sre2l").defaults``."""
+    return recover(module, teacher_variables, num_classes, ipc, clip=clip, name="sre2l",
+                   cfg=RecoverConfig(alpha_bn, first_bn_multiplier, r_var, jitter))
+
+
+def dwa(module: nn.Module, teacher_variables: PyTree, num_classes: int, ipc: int, *, alpha_bn: float = 0.01,
+        first_bn_multiplier: float = 10.0, r_var: float = 11.0, jitter: int = 4, rho: float = 0.015,
+        dwa_steps: int = 12, clip: tuple[Any, Any] | None = None,
+        sample_real: Callable[[PRNGKey], jax.Array] | None = None) -> Objective:
+    """DWA (docs/methods.md 11.2): SRe2L's loss with the variance term weighted 11 and a fresh teacher per batch
+    perturbed by ``dwa_steps`` = 12 normalised ascent steps within norm ``rho`` = 0.015 (the CIFAR defaults). The
+    driver settings (Adam 0.25, cosine, 1000 iterations, real init) are ``get_method("dwa").defaults``."""
+    return recover(module, teacher_variables, num_classes, ipc, clip=clip, name="dwa", perturb=True, rho=rho,
+                   dwa_steps=dwa_steps, sample_real=sample_real,
+                   cfg=RecoverConfig(alpha_bn, first_bn_multiplier, r_var, jitter))
+
+
 def valid_range(preprocess) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel normalised images of [0, 1] pixels: ((0 - mean) / std, (1 - mean) / std)."""
     if preprocess.uses_zca:
@@ -268,16 +290,15 @@ def _build(ctx, perturb: bool) -> Objective:
                          "`jaxdd teacher --dataset NAME --model ConvNetBN --out DIR`)")
     teacher = load_teacher(o["teacher"])
     check_teacher(teacher, ctx.num_classes, ctx.image_shape, ctx.preprocess)
-    cfg = RecoverConfig(alpha_bn=o["alpha_bn"], first_bn_multiplier=o["first_bn_multiplier"], r_var=o["r_var"],
-                        jitter=o["jitter"])
-    extra = {"rho": o["rho"], "dwa_steps": o["dwa_steps"]} if perturb else {}
-    if perturb:
-        from jaxdd.data import sample_per_class
+    kw = {n: o[n] for n in ("alpha_bn", "first_bn_multiplier", "r_var", "jitter")}
+    args = (teacher.module, teacher.variables, ctx.num_classes, ctx.ipc)
+    if not perturb:
+        return sre2l(*args, clip=valid_range(ctx.preprocess), **kw)
+    from jaxdd.data import sample_per_class
 
-        pool = ctx.pool
-        extra["sample_real"] = lambda key: pool.images[sample_per_class(key, pool.index, ctx.ipc)]
-    return recover(teacher.module, teacher.variables, ctx.num_classes, ctx.ipc, cfg=cfg, perturb=perturb,
-                   clip=valid_range(ctx.preprocess), **extra)
+    pool = ctx.pool
+    return dwa(*args, clip=valid_range(ctx.preprocess), rho=o["rho"], dwa_steps=o["dwa_steps"],
+               sample_real=lambda key: pool.images[sample_per_class(key, pool.index, ctx.ipc)], **kw)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -469,17 +490,18 @@ def relabel_evaluate_run(run_dir: str, teacher_dir: str, *, num_models: int = 3,
 # Registration: methods and the relabel-eval subcommand
 
 
-def _options(r_var: float, perturb: bool):
+def _options(constructor, perturb: bool):
     from jaxdd.methods import Option
+    from jaxdd.methods import constructor_option as opt
 
     opts = [Option("teacher", str, "", "directory of a trained BN teacher (jaxdd teacher ... --out DIR)"),
-            Option("alpha_bn", float, 0.01, "weight of the BN statistics loss (r_bn)"),
-            Option("first_bn_multiplier", float, 10.0, "multiplier of the first BN layer's term"),
-            Option("r_var", float, r_var, "weight of the variance term of the BN statistics loss"),
-            Option("jitter", int, 4, "random roll-jitter of each batch, in px per axis (0 = off)")]
+            opt(constructor, "alpha_bn", float, "weight of the BN statistics loss (r_bn)"),
+            opt(constructor, "first_bn_multiplier", float, "multiplier of the first BN layer's term"),
+            opt(constructor, "r_var", float, "weight of the variance term of the BN statistics loss"),
+            opt(constructor, "jitter", int, "random roll-jitter of each batch, in px per axis (0 = off)")]
     if perturb:
-        opts += [Option("rho", float, 0.015, "DWA: norm budget of the weight perturbation"),
-                 Option("dwa_steps", int, 12, "DWA: gradient-ascent steps K (step size rho/K)")]
+        opts += [opt(constructor, "rho", float, "DWA: norm budget of the weight perturbation"),
+                 opt(constructor, "dwa_steps", int, "DWA: gradient-ascent steps K (step size rho/K)")]
     return tuple(opts)
 
 
@@ -516,11 +538,11 @@ def _register():
               "eval_augment": "color_crop_cutout_flip_scale_rotate"}
     register_method(MethodSpec(
         name="sre2l", build=lambda ctx: _build(ctx, False), defaults={**common, "init": "noise"},
-        options=_options(1.0, False), tiny=_tiny,
+        options=_options(sre2l, False), tiny=_tiny,
         help="SRe2L recover against a BN teacher (Yin, Xing, Shen, NeurIPS 2023); needs --teacher"))
     register_method(MethodSpec(
         name="dwa", build=lambda ctx: _build(ctx, True), defaults={**common, "init": "real"},
-        options=_options(11.0, True), tiny=_tiny,
+        options=_options(dwa, True), tiny=_tiny,
         help="DWA: SRe2L with directed weight adjustment of a fresh teacher per batch (Du et al., NeurIPS 2024); "
              "needs --teacher"))
 

@@ -175,15 +175,19 @@ def lr_raw(lr: float, lr_param: str) -> float:
 
 def mtt(module, num_classes: int, buffer, *, syn_steps: int = 20, expert_epochs: int = 3, max_start_epoch: int = 25,
         batch_syn: int = 0, memory: str = "constant", remat_every: int = 1, strategy: str | None = aug.DSA_DEFAULT,
-        lr_teacher: float = 0.01, lr_param: str = "raw", image_shape: tuple[int, int, int] | None = None
-        ) -> Objective:
-    """The MTT objective. ``module``: the student network (use ``conv_impl="fused"``, ``"winograd"``, ``"vjp"``
-    or ``"patches"`` on CPU); ``buffer``: an ``jaxdd.experts.ExpertBuffer`` of experts of the same architecture.
-    ``batch_syn`` 0 = the whole set per step."""
+        lr_teacher: float = 0.01, lr_param: str = "raw", image_shape: tuple[int, int, int] | None = None,
+        conv_impl: str | None = "auto") -> Objective:
+    """The MTT objective. ``module``: the student network; ``buffer``: an ``jaxdd.experts.ExpertBuffer`` of experts
+    of the same architecture. ``batch_syn`` 0 = the whole set per step. conv_impl "auto": the student's convolutions
+    ``"fused"`` on CPU (fast inside the unrolled scan), ``"xla"`` on accelerators, for the jaxdd ConvNet/ResNet
+    families (""/None: the module's own). The defaults are the code's flag defaults; the driver settings (lr_img
+    1000, lr of the learned inner lr 1e-5, 5000 iterations) are ``jaxdd.methods.get_method("mtt").defaults``."""
     from jax.flatten_util import ravel_pytree
 
     from jaxdd.experts import param_layout
-    from jaxdd.models import init_model
+    from jaxdd.models import init_model, with_conv_impl
+
+    module = with_conv_impl(module, conv_impl)
 
     if memory not in MEMORY:
         raise JaxddError(f"memory must be one of {MEMORY}, got {memory!r}")
@@ -275,11 +279,10 @@ def _build_mtt(ctx):
                          f"{ctx.dataset} --num-experts N --epochs E --out DIR`)")
     buffer = ExpertBuffer(o["experts"], allow_partial=bool(o["allow_partial_buffer"]))
     check_buffer_matches(buffer, ctx)
-    module = student_module(ctx.model, ctx.num_classes, ctx.model_kwargs, o["conv_impl"])
-    return mtt(module, ctx.num_classes, buffer, syn_steps=o["syn_steps"], expert_epochs=o["expert_epochs"],
-               max_start_epoch=o["max_start_epoch"], batch_syn=o["batch_syn"], memory=o["memory"],
-               remat_every=o["remat_every"], strategy=o["dsa"] or None, lr_teacher=o["lr_teacher"],
-               lr_param=o["lr_param"], image_shape=ctx.image_shape)
+    module = student_module(ctx.model, ctx.num_classes, ctx.model_kwargs, "")
+    return mtt(module, ctx.num_classes, buffer, strategy=o["dsa"] or None, image_shape=ctx.image_shape,
+               **{n: o[n] for n in ("syn_steps", "expert_epochs", "max_start_epoch", "batch_syn", "memory",
+                                    "remat_every", "lr_teacher", "lr_param", "conv_impl")})
 
 
 def _artifact_metadata(extras: dict, options: dict) -> dict:
@@ -309,6 +312,7 @@ def _tiny(ctx, tmp: str) -> dict:
 
 def _register():
     from jaxdd.methods import MethodSpec, Option, register_method
+    from jaxdd.methods import constructor_option as opt
     from jaxdd.models import CONV_IMPLS
 
     spec_kwargs = dict(
@@ -318,19 +322,19 @@ def _register():
                   "eval_augment": aug.DSA_DEFAULT, "eval_models": 5, "lrs": (("extras/syn_lr", 1e-5),)},
         options=(
             Option("experts", str, "", "expert buffer directory (made by `jaxdd experts`)"),
-            Option("syn_steps", int, 20, "student SGD steps per iteration (N)"),
-            Option("expert_epochs", int, 3, "expert epochs the student must cover (M)"),
-            Option("max_start_epoch", int, 25, "start epochs are drawn from 0..max_start_epoch-1"),
-            Option("batch_syn", int, 0, "synthetic images per student step (0 = the whole set)"),
-            Option("memory", str, "constant", "meta-gradient memory: full | remat | constant (exact) | tesla "
+            opt(mtt, "syn_steps", int, "student SGD steps per iteration (N)"),
+            opt(mtt, "expert_epochs", int, "expert epochs the student must cover (M)"),
+            opt(mtt, "max_start_epoch", int, "start epochs are drawn from 0..max_start_epoch-1"),
+            opt(mtt, "batch_syn", int, "synthetic images per student step (0 = the whole set)"),
+            opt(mtt, "memory", str, "meta-gradient memory: full | remat | constant (exact) | tesla "
                    "(TESLA's approximation)", choices=MEMORY),
-            Option("remat_every", int, 1, "steps per jax.checkpoint block with --memory remat"),
-            Option("lr_teacher", float, 0.01, "initial learned inner lr"),
-            Option("lr_param", str, "raw", "inner lr as is (raw, MTT) or softplus of the learnable (extension)",
+            opt(mtt, "remat_every", int, "steps per jax.checkpoint block with --memory remat"),
+            opt(mtt, "lr_teacher", float, "initial learned inner lr"),
+            opt(mtt, "lr_param", str, "inner lr as is (raw, MTT) or softplus of the learnable (extension)",
                    choices=LR_PARAMS),
-            Option("conv_impl", str, "auto", "student convolutions: auto (fused on CPU, xla on accelerators), "
+            opt(mtt, "conv_impl", str, "student convolutions: auto (fused on CPU, xla on accelerators), "
                    "fused, winograd, vjp or patches (fast inside scan on CPU) or xla", choices=("auto",) + CONV_IMPLS),
-            Option("dsa", str, aug.DSA_DEFAULT, "DSA strategy for matching ('' or none disables)"),
+            opt(mtt, "dsa", str, "DSA strategy for matching ('' or none disables)", param="strategy"),
             Option("allow_partial_buffer", bool, False, "use the finished experts of an incomplete buffer"),
         ),
         help="matching training trajectories (Cazenavette et al., CVPR 2022), exact bounded-memory meta-gradients",
