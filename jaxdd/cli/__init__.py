@@ -17,9 +17,10 @@ from typing import Sequence
 
 from jaxdd.types import JaxddError
 
-# Subcommands contributed by other modules (each calls register_subcommand at import): add the module here.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("jaxdd.experts", "jaxdd.teacher", "jaxdd.objectives.recover", "jaxdd.multi",
-                                      "jaxdd.continual")
+# The other subcommands live in this package, one module each with register(register_subcommand); the library
+# never imports the CLI.
+SUBCOMMAND_MODULES: tuple[str, ...] = ("jaxdd.cli.experts", "jaxdd.cli.teacher", "jaxdd.cli.relabel",
+                                      "jaxdd.cli.multi", "jaxdd.cli.continual")
 SUBCOMMANDS: dict = {}
 
 
@@ -242,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     import jaxdd.objectives  # noqa: F401  (registers methods)
 
     for mod in SUBCOMMAND_MODULES:
-        importlib.import_module(mod)
+        importlib.import_module(mod).register(register_subcommand)
 
     parser = argparse.ArgumentParser(prog="jaxdd", description="Dataset distillation in JAX.",
                                      formatter_class=HelpFormatter)
@@ -295,9 +296,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _terminate(signum, frame):
     raise KeyboardInterrupt
-
-
-if __name__ == "__main__":  # `python -m jaxdd.cli`: use the imported module, where subcommands register
-    from jaxdd.cli import main as _main
-
-    sys.exit(_main())
