@@ -32,14 +32,14 @@ DEFAULT_EVAL_MODELS = 5  # networks per set by default (cheap on CPU, where they
 PAPER_EVAL_MODELS = 20  # DC, DSA and DM: num_eval 20 networks per synthetic set; a method may say otherwise
 
 
-def dc_eval_augment(dataset: str, model: str) -> str | None:
+def dc_eval_augment(dataset: str | None, model: str) -> str | None:
     """The augmentation the DC code trains its evaluation networks with, for a set distilled by DC (without DSA),
     as a ``TrainProtocol.augment`` string: ``"dc:crop_scale_rotate"`` on MNIST; ``"dc:crop_noise"`` when the
     evaluation network is ``ConvNetBN`` (on any dataset, MNIST included); otherwise None (no augmentation). These
     are the reference's exact conditions (dataset name MNIST, network name ConvNetBN): FashionMNIST, CIFAR, the
     8x8 digits and other batch-norm networks get none."""
     strategy = None
-    if dataset.lower() == "mnist":
+    if (dataset or "").lower() == "mnist":
         strategy = "crop_scale_rotate"
     if model == "ConvNetBN":
         strategy = "crop_noise"
