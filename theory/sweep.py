@@ -14,7 +14,7 @@ test MSE is the excess MSE over the Bayes/target level):
     these two stage-1 sizes).
   Fit (theory.fits): Mem = A(r) d + B(r) per r, then the slope of log A(r) on log r (1: r d; 2: r^2 d).
 * L (+ L): d = l_d, r = 1, L over ``l_L``, parameter criterion ||a_D - a_ref|| / ||a_ref|| <= eps_param with the
-  labels solved in closed form (pipeline.run_param_closed; generic inputs N(0, I), memory M2 (d + 1)).
+  labels solved in closed form (pipeline.param_closed_errors; generic inputs N(0, I), memory M2 (d + 1)).
   Fit: censored log-log slope of the stage-2 memory on L (1 expected).
 * ABL: a convergence ablation at one DR point: distillation steps x1, x2, x4 (both stages); M* should not move.
 
@@ -263,8 +263,8 @@ def run_l_point(cfg: pl.Config, key, pre: Preset, log=print) -> dict:
     D1 = jax.tree.map(lambda a: a[:, 0], D1s)
     s2in = pl.stage2_inputs(probs, D1, cfg, ref)
     grid = sr.default_grid(cfg.L)
-    m = pl.run_param_closed(probs, s2in, keys, tuple(grid))
-    err = np.asarray(m["param_rel"], float)
+    Phi, a_ref = pl.param_features(probs, s2in, keys, int(grid[-1]))
+    err = pl.param_closed_errors(Phi, a_ref, grid)
     P = sr.passes(err, pre.eps_param)
     M2, c = sr.m_star_rate(grid, P)
     rec["stage1"] = dict(M1=pre.l_M1, fq_fresh=_tolist(m1["fq_fresh"][:, 0]), x_in_span=_tolist(m1["x_in_span"][:, 0]))

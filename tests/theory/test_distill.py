@@ -137,8 +137,9 @@ def test_param_closed_is_the_projection_on_the_feature_row_space(problems, d1):
     s2 = pl.stage2_inputs(P1, D1s, CFG, refs)
     keys = jax.random.key(0)[None]
     sizes = (4, 16, CFG.L)
-    out = np.asarray(pl.run_param_closed(P1, s2, keys, sizes)["param_rel"])[0]
-    assert out[0] > out[1] > out[2] and out[2] < 1e-2
+    Phi, a_ref = pl.param_features(P1, s2, keys, CFG.L)
+    out = pl.param_closed_errors(Phi, a_ref, sizes)[0]
+    assert out[0] > out[1] > out[2] and out[2] < 1e-6
     # direct projection for M = 16 with the same inputs
     k = jax.random.fold_in(jax.random.fold_in(keys[0], pl._S2), 7)
     X = jax.random.normal(k, (CFG.L, CFG.d))[:16]
