@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sw = sub.add_parser("sweep", help="run (or resume) the sweeps and write results, plots and summary")
     sw.add_argument("--preset", choices=("smoke", "cpu", "gpu"), default="smoke")
-    sw.add_argument("--out", required=True)
+    sw.add_argument("--out", default=None, help="output directory (required unless --dry-run)")
     sw.add_argument("--seed", type=int, default=0, help="root key: jax.random.key(seed)")
     sw.add_argument("--only", default="DR,L,ABL", help="comma-separated subset of DR,L,ABL")
     sw.add_argument("--index", default=None, help="comma-separated point indices within each selected sweep")
@@ -49,6 +49,8 @@ def main(argv=None) -> int:
         if args.dry_run:
             sweep.print_plan(args.preset, only, index, gflops=args.gflops, compile_s=args.compile_s)
             return 0
+        if args.out is None:
+            ap.error("sweep: --out is required (unless --dry-run)")
         t = time.time()
         try:
             sweep.run_sweep(args.preset, args.out, key_seed=args.seed, only=only, index=index,
