@@ -1,5 +1,5 @@
 """theory: dataset distillation of two-layer networks on multi-index models, and a benchmark of the r^2 d + L
-memory law (Kinoshita, Nishikawa, Toyoizumi, arXiv 2603.14830). See theory/README.md and /work/shared/THEORY.md.
+memory law (Kinoshita, Nishikawa, Toyoizumi, arXiv 2603.14830). See theory/README.md.
 
 Flat public API; every function is pure and takes explicit keys.
 """

@@ -1,4 +1,4 @@
-"""Gradient-based dataset distillation for the one-step-plus-ridge pipeline (THEORY.md section 4, [R]).
+"""Gradient-based dataset distillation for the one-step-plus-ridge pipeline (reconstructed: theory/README.md).
 
 Every function here distils ONE synthetic set of a padded size ``M_pad`` whose first ``M`` points are live
 (``mask`` (M_pad,) in {0, 1}); padding points get zero gradient and stay zero, so candidate memory sizes of one
@@ -7,7 +7,7 @@ bucket share shapes and are ``vmap``-ed together (see ``theory.search``), and se
 Stage 1, gradient matching (GM) of the first-layer step over K initialisations:
   min_{X~, y~} (1/K) sum_k ||G(theta_k; X~, y~) - G_k||_F^2 / ||G_k||_F^2   (metric "fro"), or
   (1/K) sum_k mean_j (1 - cos(G~_kj, G_kj))                                  (metric "cos", Zhao et al. 2021).
-  Inputs start at ``init_scale`` N(0, I) (small: THEORY.md section 11), labels at N(0, 1).
+  Inputs start at ``init_scale`` N(0, I) (small: a full-scale init keeps off-span components), labels at N(0, 1).
 Stage 2, performance matching through the closed-form ridge readout on fixed first-layer weights W~1:
   min_{D2} pool-MSE(a(D2)) = a^T S a - 2 a^T c + mean y^2, a(D2) = ridge(relu(X2 W~1^T + b), y2).
   Parameterisations of X2: "free" (M2 x d), "span" (X2 = C X1, C: M2 x M1, coordinates in the span of the stage-1
@@ -110,7 +110,7 @@ def span_basis(D1: DistilledSet, rel_tol: float = 1e-3) -> jax.Array:
 
 
 def init_stage2(key, kind: str, D1: DistilledSet, M2_pad: int, t_scale: float = 2.0) -> dict:
-    """Stage-2 parameters: inputs start as Gaussians inside span(D1) (THEORY.md 6.C), labels N(0, 1).
+    """Stage-2 parameters: inputs start as Gaussians inside span(D1), labels N(0, 1).
 
     free: {x (M2, d), y}; span: {c (M2, M1_pad), y} with c D1.x = the same Gaussian; line: {v (d,), t (M2,), y}."""
     kz, ky, kt = jax.random.split(key, 3)

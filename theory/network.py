@@ -1,4 +1,4 @@
-"""The two-layer ReLU network and the one-step-plus-ridge training algorithm (THEORY.md sections 2-3, [R]).
+"""The two-layer ReLU network and the one-step-plus-ridge training algorithm (reconstructed: theory/README.md).
 
 f(x; W, a, b) = sum_j a_j relu(<w_j, x> + b_j), W: (L, d), a: (L,), b: (L,).
 
@@ -10,7 +10,7 @@ Training (DLS22 "Algorithm 1" template), all pure functions:
   3. biases redrawn b ~ N(0, 1) (stored in the init as ``b``, so "same theta_0" means same biases);
   4. ridge readout a = argmin (1/2n) ||Phi a - y||^2 + (lambda2/2) ||a||^2 on Phi = relu(X W1^T + b);
   5. output f(x) = a^T relu(W1 x + b).
-Step 2's scale eta1 is replaced by the safe row normalisation w / sqrt(||w||^2 + eps) (THEORY.md section 3, 11).
+Step 2's scale eta1 is replaced by the safe row normalisation w / sqrt(||w||^2 + eps).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Candidate-size grids, whole-curve runs and the robust minimal size M* (pass rate over seeds).
 
-The grid (THEORY.md-style): unit steps up to ``unit_until``, then a coarse tail (16, 20, 24, 32, 40, 48, 64, ...),
+The grid: unit steps up to ``unit_until``, then a coarse tail (16, 20, 24, 32, 40, 48, 64, ...),
 capped. Candidates are grouped into buckets that share one padded size (next power of two, at least 16), and each
 bucket is one jitted call vmapped over seeds x candidates. ``run_curve`` runs EVERY bucket (no early stop), so the
 whole curve is known and "passing above M*" can be checked.

@@ -98,9 +98,9 @@ PRESETS = {
         l_d=8, l_L=(64, 128, 256, 512, 1024), abl_point=(16, 1)),
     # gpu: one H100, calls of <= 8 minutes (experiments/theory_gpu.py --dry-run prints them)
     "gpu": Preset(
-        seeds=16, restarts=4,
+        seeds=16, restarts=2,
         base=pl.Config(n_pool=16384, n_test=8192, K=8, gm_steps=1000, pm_steps=1000, chunk=16384),
-        dr_r=(1, 2, 3, 4, 6, 8, 12), dr_m=(16, 24, 32), dr_L=1024, n_real_max=1 << 22, eps1=0.075,
+        dr_r=(1, 2, 3, 4, 6, 8), dr_late_r=(12,), dr_m=(16, 24), dr_L=1024, n_real_max=1 << 22, eps1=0.075,
         eps_final=0.15, tau_gm=0.1, l_d=16, l_L=(64, 128, 256, 512, 1024, 2048, 4096, 8192), abl_point=(32, 2)),
 }
 
