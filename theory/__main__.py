@@ -5,11 +5,10 @@ sweep runs (or resumes: points already in DIR/results.json are skipped) the DR, 
 writes DIR/results.json after every point, then the plots and DIR/summary.md. ``--dry-run`` prints the planned
 points with estimated times and runs nothing. report regenerates fits.json, the plots and summary.md.
 
-Unless already set, XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" and
-OPENBLAS_NUM_THREADS=1 are set (before JAX is imported): on the loaded 2-core machine of the committed run, the
-process deadlocked several times (every thread waiting on a futex, no CPU use, the main thread blocked on a jitted
-result) inside computations that call LAPACK (the ridge solves), with OpenBLAS's own thread pool alive; one
-OpenBLAS thread avoids nesting its pool inside XLA's workers.
+Unless already set, XLA_FLAGS="--xla_cpu_multi_thread_eigen=false" and OPENBLAS_NUM_THREADS=1 are set (before JAX is
+imported). Do NOT add ``intra_op_parallelism_threads=1``: with it, the jitted references (ten vmapped 256 x 256
+ridge solves, LAPACK) deadlocked reproducibly (every thread waiting on a futex, no CPU use; the same solves one
+seed at a time, or without that flag, finish in a second).
 """
 from __future__ import annotations
 
@@ -37,7 +36,7 @@ def main(argv=None) -> int:
     rp.add_argument("dir")
     rp.add_argument("--boot", type=int, default=500, help="bootstrap resamples")
     args = ap.parse_args(argv)
-    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # see the module docstring
 
     if args.cmd == "sweep":
