@@ -92,7 +92,7 @@ PRESETS = {
     # compile) vmapped over seeds x restarts x sizes; the r = 4 points run last (dr_late_r) so that a run cut short
     # still holds r = 1..3, L and ABL.
     "cpu": Preset(
-        seeds=10, restarts=1,
+        seeds=10, restarts=2,
         base=pl.Config(n_pool=4096, n_test=2048, K=2, gm_steps=300, pm_steps=400, chunk=8192),
         dr_r=(1, 2, 3), dr_late_r=(4,), dr_m=(16, 24), dr_L=256, eps1=0.075, eps_final=0.15, tau_gm=0.1, s2_cap=(2, 12),
         l_d=8, l_L=(64, 128, 256, 512, 1024), abl_point=(16, 1)),
