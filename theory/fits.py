@@ -28,12 +28,15 @@ MIN_POINTS = 3
 class PointData:
     """One grid point's evidence for one quantity: alternatives [(mem_grid (C,), passed (S, C))]; the point's
     M*-memory is the minimum over alternatives of the memory at its pass-rate M* (e.g. a joint minimum over
-    stage-1 sizes). ``in_regime``: the regime check passed."""
+    stage-1 sizes). ``in_regime``: the regime check passed. ``cap_censors``: an M* at the grid's last size counts
+    as censored (nothing above it confirms that passing holds there; used where the optimiser, not a rank
+    argument, decides the last size)."""
 
-    def __init__(self, x: dict, alternatives, in_regime: bool = True):
+    def __init__(self, x: dict, alternatives, in_regime: bool = True, cap_censors: bool = False):
         self.x = x
         self.alts = [(np.asarray(m, float), np.asarray(p, bool)) for m, p in alternatives]
         self.in_regime = bool(in_regime)
+        self.cap_censors = bool(cap_censors)
 
     def value(self, rng=None) -> tuple[float, bool]:
         """(memory at M*, censored). With ``rng``: from a bootstrap resample of the seeds (the same resample for
@@ -46,6 +49,8 @@ class PointData:
             P = P if rows is None else P[rows]
             i = sr.m_star_index(P)
             cap = max(cap, mem[-1])
+            if self.cap_censors and i == len(mem) - 1:
+                i = -1
             if i >= 0 and mem[i] < best:
                 best, best_c = float(mem[i]), False
         return (best, False) if not best_c else (float(cap), True)

@@ -27,15 +27,16 @@ def dr_quantities(p: dict) -> dict:
     ok = p["regime"]["ok"]
     s1 = p["stage1"]
     g1 = np.asarray(s1["sizes"], float)
-    q = {"stage 1, feature quality": fits.PointData(x, [(g1 * (d + 1), _P(s1["curves"]["fq_fresh"], th["eps1"]))], ok),
+    q = {"stage 1, feature quality": fits.PointData(x, [(g1 * (d + 1), _P(s1["curves"]["fq_fresh"], th["eps1"]))], ok,
+                                                    True),
          "stage 1, gradient matching": fits.PointData(x, [(g1 * (d + 1),
-                                                           _P(s1["curves"]["gm_cos_fresh"], th["tau_gm"]))], ok)}
+                                                           _P(s1["curves"]["gm_cos_fresh"], th["tau_gm"]))], ok, True)}
     s2 = p["stage2"]
     g2 = np.asarray(s2[0]["sizes"], float)
     q["stage 2 alone (on M1*)"] = fits.PointData(x, [(g2 * (d + 1), _P(s2[0]["curves"]["test_mse"],
-                                                                      th["eps_final"]))], ok)
+                                                                      th["eps_final"]))], ok, True)
     q["two-stage total"] = fits.PointData(x, [((a["M1"] + np.asarray(a["sizes"], float)) * (d + 1),
-                                               _P(a["curves"]["test_mse"], th["eps_final"])) for a in s2], ok)
+                                               _P(a["curves"]["test_mse"], th["eps_final"])) for a in s2], ok, True)
     return q
 
 
@@ -296,14 +297,17 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
         for p, b in zip(dr, fd["bound"]):
             c = p["config"]
             s1, s2 = p["stage1"], p["stage2"]
-            m2 = [f"{a['M_star']:g}{'+' if a['censored'] else ''} (M1={a['M1']})" for a in s2]
+            m2 = [f"{a['M_star']:g}{'+' if a['censored'] or a['M_star'] == a['sizes'][-1] else ''} (M1={a['M1']})"
+                  for a in s2]
             m2 += ["-"] * (2 - len(m2))
             L.append(f"| {c['d']} | {c['r']} | {c['L']} | {c['n_real']} | {p['regime']['mse_full']:.4f} | "
                      f"{p['regime']['fq_full_fresh']:.4f} | {'in' if p['regime']['ok'] else 'OUT'} | "
-                     f"{s1['M_star_fq']:g}{'+' if s1['censored_fq'] else ''} | "
-                     f"{s1['M_star_gm']:g}{'+' if s1['censored_gm'] else ''} | {m2[0]} | {m2[1]} | "
+                     f"{s1['M_star_fq']:g}{'+' if s1['censored_fq'] or s1['M_star_fq'] == s1['sizes'][-1] else ''} | "
+                     f"{s1['M_star_gm']:g}{'+' if s1['censored_gm'] or s1['M_star_gm'] == s1['sizes'][-1] else ''} | "
+                     f"{m2[0]} | {m2[1]} | "
                      f"{b['mem']:.0f}{'+' if b['censored'] else ''} | {b['ratio']:.2f} | {p.get('seconds', 0):.0f} |")
-        L.append("\n`+`: censored (M* above the grid's cap). Fits of Mem = A(r) d + B(r) per r and of log A(r) on "
+        L.append("\n`+`: censored (pass rate < 1/2 at the grid's cap, or first >= 1/2 only AT the cap, where no larger "
+                 "size confirms it). Fits of Mem = A(r) d + B(r) per r and of log A(r) on "
                  "log r:\n")
         L.append("| quantity | A(r) [95 % CI] | excluded r | r-slope of A(r) [95 % CI] |")
         L.append("|---|---|---|---|")

@@ -154,3 +154,10 @@ def test_resume_refuses_another_preset(tmp_path):
         json.dump(dict(preset="cpu", key_seed=0, preset_config={}, points={}), f)
     with pytest.raises(JaxddError, match="different preset"):
         sweep.run_sweep("smoke", str(tmp_path))
+
+
+def test_an_m_star_at_the_cap_can_count_as_censored():
+    g = np.arange(1, 6.0)
+    P = np.tile(g >= 5, (4, 1))
+    assert fits.PointData({}, [(g, P)]).value() == (5.0, False)
+    assert fits.PointData({}, [(g, P)], cap_censors=True).value() == (5.0, True)
