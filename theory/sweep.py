@@ -76,6 +76,7 @@ class Preset:
     eps_param: float = 0.1
     l_mse_max: float = 0.02
     l_pool_per_L: int = 4
+    l_cap_per_L: int = 4               # L-sweep grid up to 4 L points: a unit active on few inputs needs more than L
     # ABL
     abl_point: tuple = (16, 1)         # (d, r), at dr_L
     abl_mult: tuple = (2, 4)
@@ -152,8 +153,8 @@ def estimate_seconds(pre: Preset, sweep: str, spec: dict, gflops: float, compile
     if sweep == "L":
         M1 = pre.l_M1
         gm = 8.0 * S * cfg.gm_steps * K * L * d * 16
-        grid = sr.default_grid(L)
-        s2 = S * sum(m * m * L * 2 + m**3 / 3 for m in grid)
+        grid = sr.default_grid(pre.l_cap_per_L * L)
+        s2 = S * 4.0 * grid[-1] * L * L
         return 5 * compile_s + (prep + gm + s2 + 2.0 * S * cfg.n_pool * L * L) / (gflops * 1e9)
     c1, c2 = caps(pre, cfg.r)
     p1 = max(16, 1 << (c1 - 1).bit_length())
@@ -246,7 +247,8 @@ def run_dr_point(cfg: pl.Config, key, pre: Preset, log=print) -> dict:
 
 def run_l_point(cfg: pl.Config, key, pre: Preset, log=print) -> dict:
     """One L point: a stage-1 set of l_M1 points per seed, then the closed-form parameter stage on the grid
-    1..L."""
+    1..l_cap_per_L L (M = L generic points do not suffice when a unit's kink is far out: its feature is zero on
+    all of them)."""
     t0 = time.time()
     S = pre.seeds
     keys = _seed_keys(key, S)
@@ -262,7 +264,7 @@ def run_l_point(cfg: pl.Config, key, pre: Preset, log=print) -> dict:
     D1s, m1 = pl.run_stage1(probs, keys, jnp.asarray([pre.l_M1], jnp.int32), cfg, pad1, 1)
     D1 = jax.tree.map(lambda a: a[:, 0], D1s)
     s2in = pl.stage2_inputs(probs, D1, cfg, ref)
-    grid = sr.default_grid(cfg.L)
+    grid = sr.default_grid(pre.l_cap_per_L * cfg.L)
     Phi, a_ref = pl.param_features(probs, s2in, keys, int(grid[-1]))
     err = pl.param_closed_errors(Phi, a_ref, grid)
     P = sr.passes(err, pre.eps_param)
