@@ -99,14 +99,20 @@ def distill_gm(key, inits: nw.TwoLayerInit, G_real: jax.Array, mask: jax.Array, 
 # ----------------------------------------------------------------------------------------------------------------
 
 def span_basis(D1: DistilledSet, rel_tol: float = 1e-3) -> jax.Array:
-    """Orthonormal rows spanning the live stage-1 inputs, zero rows beyond their rank: (min(M1_pad, d), d)."""
+    """Orthonormal rows spanning the live stage-1 inputs, zero rows beyond their rank: (M1_pad, d). Modified
+    Gram-Schmidt in plain JAX (no LAPACK: vmapped LAPACK calls deadlocked XLA on the loaded CPU of the committed
+    run); a row whose residual is below rel_tol times the largest input norm adds nothing."""
     X = D1.x * D1.mask[:, None]
-    k = min(X.shape[0], X.shape[1])
-    # eigh of the d x d Gram matrix instead of an SVD (XLA's CPU SVD hung on nearly rank-1 inputs)
-    w, V = jnp.linalg.eigh(X.T @ X)
-    w, V = w[::-1][:k], V[:, ::-1][:, :k]
-    keep = (w > rel_tol**2 * jnp.maximum(w[0], 1e-30)).astype(X.dtype)
-    return V.T * keep[:, None]
+    scale = jnp.sqrt(jnp.max(jnp.sum(X * X, axis=1)))
+
+    def step(i, B):
+        v = X[i] - B.T @ (B @ X[i])
+        v = v - B.T @ (B @ v)                      # second pass for orthogonality in float32
+        nv = jnp.sqrt(jnp.sum(v * v))
+        keep = nv > rel_tol * jnp.maximum(scale, 1e-30)
+        return B.at[i].set(jnp.where(keep, v / jnp.where(keep, nv, 1.0), 0.0))
+
+    return jax.lax.fori_loop(0, X.shape[0], step, jnp.zeros_like(X))
 
 
 def init_stage2(key, kind: str, D1: DistilledSet, M2_pad: int, t_scale: float = 2.0) -> dict:
