@@ -126,27 +126,34 @@ def censored_loglog(points: list[PointData], var: str, n_boot: int = 500, seed: 
     return out
 
 
-def _a_of_r(groups: dict, vals: dict) -> dict:
-    """{r: (A, B)} from Mem = A d + B per r; groups {r: [d values]}, vals {(r, d): (mem, cens)}; an r with a
-    censored point or fewer than 2 distinct d is skipped."""
+def _a_of_r(groups: dict, vals: dict, through_origin: bool = False) -> dict:
+    """{r: (A, B)} from Mem = A d + B per r (or Mem = A d, B = 0, with ``through_origin``); groups {r: [d values]},
+    vals {(r, d): (mem, cens)}; an r with a censored point (or, for the free fit, fewer than 2 distinct d) is
+    skipped."""
     out = {}
     for r, ds in groups.items():
-        if len(set(ds)) < 2 or any(vals[(r, d)][1] for d in ds):
+        if (len(set(ds)) < 2 and not through_origin) or any(vals[(r, d)][1] for d in ds):
             continue
-        B, A = ols(np.asarray(ds, float)[:, None], np.array([vals[(r, d)][0] for d in ds]))
+        y = np.array([vals[(r, d)][0] for d in ds])
+        x = np.asarray(ds, float)
+        if through_origin:
+            out[r] = (float(np.sum(x * y) / np.sum(x * x)), 0.0)
+            continue
+        B, A = ols(x[:, None], y)
         out[r] = (float(A), float(B))
     return out
 
 
-def a_r_slope(points: list[PointData], n_boot: int = 500, seed: int = 0) -> dict:
-    """Per r, Mem = A(r) d + B(r) over the in-regime d points; then log A(r) = c + slope log r over the r values
-    with a positive A. Returns A(r), B(r) with intervals, the slope with its interval, and what was excluded."""
+def a_r_slope(points: list[PointData], n_boot: int = 500, seed: int = 0, through_origin: bool = False) -> dict:
+    """Per r, Mem = A(r) d + B(r) over the in-regime d points (``through_origin``: Mem = A(r) d, which is steadier
+    when the d grid per r is short); then log A(r) = c + slope log r over the r values with a positive A. Returns
+    A(r), B(r) with intervals, the slope with its interval, and what was excluded."""
     use = [p for p in points if p.in_regime]
     groups: dict = {}
     for p in use:
         groups.setdefault(int(p.x["r"]), []).append(int(p.x["d"]))
     vals = {(int(p.x["r"]), int(p.x["d"])): p.value() for p in use}
-    ab = _a_of_r(groups, vals)
+    ab = _a_of_r(groups, vals, through_origin)
     excluded = {r: ("censored point" if any(vals[(r, d)][1] for d in ds) else "fewer than 2 d values")
                 for r, ds in groups.items() if r not in ab}
     out = dict(A={str(r): v[0] for r, v in ab.items()}, B={str(r): v[1] for r, v in ab.items()},
@@ -162,7 +169,7 @@ def a_r_slope(points: list[PointData], n_boot: int = 500, seed: int = 0) -> dict
     bs, As = [], {r: [] for r in pos}
     for _ in range(n_boot):
         vb = {(int(p.x["r"]), int(p.x["d"])): p.value(rng) for p in use}
-        abb = _a_of_r({r: groups[r] for r in pos}, vb)
+        abb = _a_of_r({r: groups[r] for r in pos}, vb, through_origin)
         for r, (A, _) in abb.items():
             As[r].append(A)
         rr = [r for r in pos if r in abb and abb[r][0] > 0]

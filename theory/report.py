@@ -69,6 +69,8 @@ def compute_fits(res: dict, n_boot: int = 500) -> dict:
         Q = [dr_quantities(p) for p in dr]
         for k in Q[0]:
             out["DR"][k] = fits.a_r_slope([q[k] for q in Q], n_boot=n_boot, seed=1)
+        out["DR0"] = {k: fits.a_r_slope([q[k] for q in Q], n_boot=n_boot, seed=1, through_origin=True)
+                      for k in Q[0]}
         ratios = []
         for p, q in zip(dr, Q):
             m, c = q["two-stage total"].value()
@@ -311,7 +313,7 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
                  "log r:\n")
         L.append("| quantity | A(r) [95 % CI] | excluded r | r-slope of A(r) [95 % CI] |")
         L.append("|---|---|---|---|")
-        for k, g in fd["DR"].items():
+        for k, g in list(fd["DR"].items()) + [(k + " (B = 0)", g) for k, g in fd["DR0"].items()]:
             A = "; ".join(f"r={r}: {g['A'][r]:.1f} [{_f(g['A_ci'].get(r, [None, None])[0], 1)}, "
                           f"{_f(g['A_ci'].get(r, [None, None])[1], 1)}]" for r in g["A"])
             ex = ", ".join(f"{r} ({w})" for r, w in g["excluded_r"].items()) or "none"
@@ -356,7 +358,7 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
             L.append(f"- Upper bound: no verdict (only {len(b)} in-regime, uncensored DR points).")
         for k in ("two-stage total", "stage 1, feature quality", "stage 1, gradient matching",
                   "stage 2 alone (on M1*)"):
-            L.append(f"- r ({k}): {_r_verdict(fd['DR'][k])}.")
+            L.append(f"- r ({k}): {_r_verdict(fd['DR'][k])}; with B = 0: {_r_verdict(fd['DR0'][k])}.")
     if lp:
         k = "stage 2 (parameter criterion), M2 (d + 1)"
         L.append(f"- L ({k}): {_l_verdict(fd['L'][k])}.")

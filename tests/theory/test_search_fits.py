@@ -161,3 +161,17 @@ def test_an_m_star_at_the_cap_can_count_as_censored():
     P = np.tile(g >= 5, (4, 1))
     assert fits.PointData({}, [(g, P)]).value() == (5.0, False)
     assert fits.PointData({}, [(g, P)], cap_censors=True).value() == (5.0, True)
+
+
+def test_a_r_slope_through_origin():
+    rng = np.random.default_rng(4)
+    pts = []
+    for r in (1, 2, 3, 4):
+        for m in (16, 24):
+            d = m * r
+            mtrue = 3 * r * d
+            grid = np.unique(np.round(np.geomspace(1, 3 * mtrue, 400)))
+            ms = mtrue * np.exp(0.03 * rng.standard_normal(10))
+            pts.append(fits.PointData(dict(d=d, r=r), [(grid, grid[None, :] >= ms[:, None])]))
+    f = fits.a_r_slope(pts, n_boot=40, through_origin=True)
+    assert abs(f["slope"] - 1.0) < 0.1 and all(v == 0.0 for v in f["B"].values())
