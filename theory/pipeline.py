@@ -268,21 +268,35 @@ def param_closed_errors(Phi, a_ref, sizes) -> np.ndarray:
 
     The ridge readout is linear in the labels, a(y) = Phi^T (Phi Phi^T + M lambda2 I)^{-1} y, so as y ranges over
     R^M it ranges over the row space of Phi (first M rows): the best labels give a = the projection of a_ref on
-    that row space. Computed in float64 (NumPy) from a QR of Phi^T, whatever the working precision of the rest (in
-    float32 the projection had an error floor of about 0.06 near M = L); a column whose |R_ii| is below 1e-9 max
-    |R_ii| adds no direction. No optimiser is involved, so nothing is censored by optimisation."""
+    that row space. Computed in float64 (NumPy) by Gram-Schmidt over the rows in order (twice orthogonalised): a
+    row whose residual is below 1e-9 of its norm adds no direction, and a later row can still add the directions
+    an earlier one lacked (a unit active on few inputs), which a QR of the wide matrix would miss. No optimiser is
+    involved, so nothing is censored by optimisation."""
     Phi = np.asarray(Phi, np.float64)
     a_ref = np.asarray(a_ref, np.float64)
-    out = np.zeros((Phi.shape[0], len(sizes)))
-    for s in range(Phi.shape[0]):
+    S, M_max, L = Phi.shape
+    want = {int(m): i for i, m in enumerate(sizes)}
+    out = np.zeros((S, len(sizes)))
+    for s in range(S):
         a = a_ref[s]
-        Q, R = np.linalg.qr(Phi[s, : max(sizes)].T)
-        dg = np.abs(np.diag(R))
-        keep = dg > 1e-9 * dg.max()
-        c = (Q.T @ a) * keep
-        for i, M in enumerate(sizes):
-            # Householder QR: the first M columns of Q span the first M columns of Phi^T (where independent)
-            out[s, i] = np.linalg.norm(a - Q[:, :M] @ c[:M]) / np.linalg.norm(a)
+        na = np.linalg.norm(a)
+        Q = np.zeros((L, L))
+        k = 0
+        resid = a.copy()
+        for m in range(M_max):
+            if k < L:
+                v = Phi[s, m].copy()
+                nv0 = np.linalg.norm(v)
+                for _ in range(2):
+                    v -= Q[:, :k] @ (Q[:, :k].T @ v)
+                nv = np.linalg.norm(v)
+                if nv0 > 0 and nv > 1e-9 * nv0:
+                    q = v / nv
+                    Q[:, k] = q
+                    k += 1
+                    resid -= q * (q @ resid)
+            if m + 1 in want:
+                out[s, want[m + 1]] = np.linalg.norm(resid) / na
     return out
 
 
