@@ -58,8 +58,8 @@ def _points(res, sweep):
 def _boot_interval(pd: fits.PointData, n_boot: int, seed: int):
     rng = np.random.default_rng(seed)
     vals = [pd.value(rng) for _ in range(n_boot)]
-    v = np.array([m if not c else np.inf for m, c in vals])
-    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
+    v = np.array([m if not c else np.inf for m, c in vals])       # censored resamples: above any value
+    return [float(np.percentile(v, 2.5, method="lower")), float(np.percentile(v, 97.5, method="higher"))]
 
 
 def compute_fits(res: dict, n_boot: int = 500) -> dict:
@@ -346,6 +346,21 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
                              f"{_f(v['ci'][1], 0)}]")
             L.append(f"| x{row['mult']} | {row['gm_steps']} | {row['pm_steps']} | " + " | ".join(cells) + " |")
         L.append("")
+    nan_lines = []
+    for name, p in sorted(done.items(), key=lambda kv: (kv[1]["sweep"], kv[1]["index"])):
+        if "stage1" in p and "curves" in p["stage1"]:
+            n = int(np.isnan(np.asarray(p["stage1"]["curves"]["fq_fresh"], float)).sum())
+            tot = int(np.asarray(p["stage1"]["curves"]["fq_fresh"], float).size)
+        elif "param" in p:
+            n = int(np.isnan(np.asarray(p["param"]["curves"]["param_rel"], float)).sum())
+            tot = int(np.asarray(p["param"]["curves"]["param_rel"], float).size)
+        else:
+            continue
+        if n:
+            nan_lines.append(f"{name} {n}/{tot}")
+    if nan_lines:
+        L.append("Non-finite values (counted as failures by M*): stage-1 feature quality (DR, ABL) or parameter error "
+                 "(L), candidates per point: " + ", ".join(nan_lines) + ".\n")
     L.append("## Verdicts (computed by report.py from the fits above)\n")
     if dr:
         b = [x for x in fd["bound"] if x["in_regime"] and not x["censored"]]
