@@ -140,7 +140,7 @@ def make_plots(res: dict, fd: dict, out_dir: str) -> list[str]:
         axs[0].legend(fontsize=7)
         for k, mk in (("two-stage total", "o"), ("stage 1, feature quality", "s"),
                       ("stage 1, gradient matching", "^"), ("stage 2 alone (on M1*)", "v")):
-            g = fd["DR"][k]
+            g = fd["DR0"][k]
             rr = sorted(int(v) for v in g["A"])
             if not rr:
                 continue
@@ -152,7 +152,7 @@ def make_plots(res: dict, fd: dict, out_dir: str) -> list[str]:
             axs[1].errorbar(np.array(rr)[mask], A[mask], yerr=np.abs(np.stack([A - ci[:, 0], ci[:, 1] - A]))[:, mask],
                             marker=mk, capsize=2, lw=0.8, label=lab)
         rr = np.array(rs, float)
-        a1 = fd["DR"]["two-stage total"]["A"].get("1")
+        a1 = fd["DR0"]["two-stage total"]["A"].get("1")
         if a1:
             axs[1].plot(rr, a1 * rr, ls=":", color="gray", label="slope 1 (r d)")
             axs[1].plot(rr, a1 * rr**2, ls=":", color="k", label="slope 2 (r^2 d)")
@@ -160,7 +160,8 @@ def make_plots(res: dict, fd: dict, out_dir: str) -> list[str]:
         axs[1].set_yscale("log")
         axs[1].set_xlabel("r")
         axs[1].set_ylabel("A(r) (reals per input dimension)")
-        axs[1].set_title("A(r) with 95 % bootstrap intervals over seeds", fontsize=8)
+        axs[1].set_title("A(r) from Mem = A(r) d (B = 0; the free fit A d + B is in summary.md),\n95 % bootstrap "
+                         "intervals over seeds", fontsize=8)
         axs[1].legend(fontsize=6)
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, "dr_sweep.png"))
