@@ -1,5 +1,5 @@
 """theory: dataset distillation of two-layer networks on multi-index models, and a benchmark of the r^2 d + L
-memory law (Kinoshita, Nishikawa, Toyoizumi, arXiv 2603.14830). See theory/README.md and /work/shared/THEORY.md.
+memory law (Kinoshita, Nishikawa, Toyoizumi, arXiv 2603.14830). See theory/README.md.
 
 Flat public API; every function is pure and takes explicit keys.
 """
@@ -13,7 +13,6 @@ from theory.distill import (STAGE2_KINDS, DistilledSet, decode_stage2, distill_e
                             distill_pm_ridge, gm_loss, init_stage2, size_mask, stage2_readout)
 from theory.metrics import (memory_claim, memory_model, memory_model_lowrank, memory_points, memory_stage2,
                             offsub, principal_cos2, x_in_span)
-from theory.search import bucketize, default_grid, first_hit, m_star
-from theory.search import search as min_memory_search
+from theory.search import bucketize, default_grid, m_star_per_seed, m_star_rate, passes, run_curve
 
 __all__ = [n for n in dir() if not n.startswith("_")]

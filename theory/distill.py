@@ -1,4 +1,4 @@
-"""Gradient-based dataset distillation for the one-step-plus-ridge pipeline (THEORY.md section 4, [R]).
+"""Gradient-based dataset distillation for the one-step-plus-ridge pipeline (reconstructed: theory/README.md).
 
 Every function here distils ONE synthetic set of a padded size ``M_pad`` whose first ``M`` points are live
 (``mask`` (M_pad,) in {0, 1}); padding points get zero gradient and stay zero, so candidate memory sizes of one
@@ -7,7 +7,7 @@ bucket share shapes and are ``vmap``-ed together (see ``theory.search``), and se
 Stage 1, gradient matching (GM) of the first-layer step over K initialisations:
   min_{X~, y~} (1/K) sum_k ||G(theta_k; X~, y~) - G_k||_F^2 / ||G_k||_F^2   (metric "fro"), or
   (1/K) sum_k mean_j (1 - cos(G~_kj, G_kj))                                  (metric "cos", Zhao et al. 2021).
-  Inputs start at ``init_scale`` N(0, I) (small: THEORY.md section 11), labels at N(0, 1).
+  Inputs start at ``init_scale`` N(0, I) (small: a full-scale init keeps off-span components), labels at N(0, 1).
 Stage 2, performance matching through the closed-form ridge readout on fixed first-layer weights W~1:
   min_{D2} pool-MSE(a(D2)) = a^T S a - 2 a^T c + mean y^2, a(D2) = ridge(relu(X2 W~1^T + b), y2).
   Parameterisations of X2: "free" (M2 x d), "span" (X2 = C X1, C: M2 x M1, coordinates in the span of the stage-1
@@ -99,18 +99,24 @@ def distill_gm(key, inits: nw.TwoLayerInit, G_real: jax.Array, mask: jax.Array, 
 # ----------------------------------------------------------------------------------------------------------------
 
 def span_basis(D1: DistilledSet, rel_tol: float = 1e-3) -> jax.Array:
-    """Orthonormal rows spanning the live stage-1 inputs, zero rows beyond their rank: (min(M1_pad, d), d)."""
+    """Orthonormal rows spanning the live stage-1 inputs, zero rows beyond their rank: (M1_pad, d). Modified
+    Gram-Schmidt in plain JAX (no LAPACK: vmapped LAPACK calls deadlocked XLA on the loaded CPU of the committed
+    run); a row whose residual is below rel_tol times the largest input norm adds nothing."""
     X = D1.x * D1.mask[:, None]
-    k = min(X.shape[0], X.shape[1])
-    # eigh of the d x d Gram matrix instead of an SVD (XLA's CPU SVD hung on nearly rank-1 inputs)
-    w, V = jnp.linalg.eigh(X.T @ X)
-    w, V = w[::-1][:k], V[:, ::-1][:, :k]
-    keep = (w > rel_tol**2 * jnp.maximum(w[0], 1e-30)).astype(X.dtype)
-    return V.T * keep[:, None]
+    scale = jnp.sqrt(jnp.max(jnp.sum(X * X, axis=1)))
+
+    def step(i, B):
+        v = X[i] - B.T @ (B @ X[i])
+        v = v - B.T @ (B @ v)                      # second pass for orthogonality in float32
+        nv = jnp.sqrt(jnp.sum(v * v))
+        keep = nv > rel_tol * jnp.maximum(scale, 1e-30)
+        return B.at[i].set(jnp.where(keep, v / jnp.where(keep, nv, 1.0), 0.0))
+
+    return jax.lax.fori_loop(0, X.shape[0], step, jnp.zeros_like(X))
 
 
 def init_stage2(key, kind: str, D1: DistilledSet, M2_pad: int, t_scale: float = 2.0) -> dict:
-    """Stage-2 parameters: inputs start as Gaussians inside span(D1) (THEORY.md 6.C), labels N(0, 1).
+    """Stage-2 parameters: inputs start as Gaussians inside span(D1), labels N(0, 1).
 
     free: {x (M2, d), y}; span: {c (M2, M1_pad), y} with c D1.x = the same Gaussian; line: {v (d,), t (M2,), y}."""
     kz, ky, kt = jax.random.split(key, 3)

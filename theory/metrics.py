@@ -1,4 +1,4 @@
-"""Memory accounting (THEORY.md section 5) and the structural metrics of section 7.
+"""Memory accounting and the structural metrics (span(U) shares).
 
 Memory is the number of real scalars stored: inputs plus labels plus learned extras. Nothing is hidden: the stage-2
 "span" parameterisation pays its coordinates but reuses the stage-1 inputs (counted once, in stage 1).
@@ -34,8 +34,8 @@ def memory_model(d: int, L: int) -> int:
 
 
 def memory_model_lowrank(d: int, L: int, r: int) -> int:
-    """Storing the network with the first layer at rank r: r d + L r, plus biases and readout 2L (THEORY.md 5
-    writes r d + L r + L, counting the readout only; we also count the biases)."""
+    """Storing the network with the first layer at rank r: r d + L r, plus biases and readout 2L (r d + L r + L
+    counts the readout only; we also count the biases)."""
     return int(r) * int(d) + int(L) * int(r) + 2 * int(L)
 
 

@@ -1,4 +1,4 @@
-"""The two-layer ReLU network and the one-step-plus-ridge training algorithm (THEORY.md sections 2-3, [R]).
+"""The two-layer ReLU network and the one-step-plus-ridge training algorithm (reconstructed: theory/README.md).
 
 f(x; W, a, b) = sum_j a_j relu(<w_j, x> + b_j), W: (L, d), a: (L,), b: (L,).
 
@@ -10,7 +10,7 @@ Training (DLS22 "Algorithm 1" template), all pure functions:
   3. biases redrawn b ~ N(0, 1) (stored in the init as ``b``, so "same theta_0" means same biases);
   4. ridge readout a = argmin (1/2n) ||Phi a - y||^2 + (lambda2/2) ||a||^2 on Phi = relu(X W1^T + b);
   5. output f(x) = a^T relu(W1 x + b).
-Step 2's scale eta1 is replaced by the safe row normalisation w / sqrt(||w||^2 + eps) (THEORY.md section 3, 11).
+Step 2's scale eta1 is replaced by the safe row normalisation w / sqrt(||w||^2 + eps).
 """
 from __future__ import annotations
 
@@ -103,6 +103,33 @@ def first_layer_step(theta0: TwoLayerInit, X, y, weights=None) -> jax.Array:
     return normalise_rows(-first_layer_grad(theta0, X, y, weights))
 
 
+def spd_solve(A: jax.Array, b: jax.Array) -> jax.Array:
+    """Solve A x = b for symmetric positive definite A (n, n), b (n,) by a Cholesky factorisation written in plain
+    JAX (loops of matrix-vector products), not LAPACK: on the loaded CPU of the committed run, XLA deadlocked
+    repeatedly inside vmapped LAPACK solves (every thread waiting on a futex). O(n^3) like LAPACK; exact for SPD
+    A; differentiable (fixed-length loops)."""
+    n = A.shape[-1]
+    idx = jnp.arange(n)
+
+    def chol_step(j, Lm):
+        v = A[:, j] - Lm @ Lm[j, :]                      # columns >= j of Lm are still zero
+        d = jnp.sqrt(jnp.maximum(v[j], jnp.finfo(A.dtype).tiny))
+        return Lm.at[:, j].set(jnp.where(idx >= j, v / d, 0.0))
+
+    Lm = jax.lax.fori_loop(0, n, chol_step, jnp.zeros_like(A))
+
+    def fwd(i, z):                                        # L z = b
+        return z.at[i].set((b[i] - Lm[i, :] @ z) / Lm[i, i])
+
+    z = jax.lax.fori_loop(0, n, fwd, jnp.zeros_like(b))
+
+    def bwd(k, x):                                        # L^T x = z, i = n - 1 - k
+        i = n - 1 - k
+        return x.at[i].set((z[i] - Lm[:, i] @ x) / Lm[i, i])
+
+    return jax.lax.fori_loop(0, n, bwd, jnp.zeros_like(b))
+
+
 def ridge_readout(Phi: jax.Array, y: jax.Array, lambda2: float, weights=None) -> jax.Array:
     """a = argmin_a (1/2n) ||Phi a - y||^2 + (lambda2/2) ||a||^2, Phi (n, L), y (n,) -> (L,).
 
@@ -117,10 +144,10 @@ def ridge_readout(Phi: jax.Array, y: jax.Array, lambda2: float, weights=None) ->
         n = n_rows
     if n_rows <= L:
         K = Phi @ Phi.T + n * lambda2 * jnp.eye(n_rows, dtype=Phi.dtype)
-        alpha = jnp.linalg.solve(K, y)
+        alpha = spd_solve(K, y)
         return Phi.T @ alpha
     S = Phi.T @ Phi / n + lambda2 * jnp.eye(L, dtype=Phi.dtype)
-    return jnp.linalg.solve(S, Phi.T @ y / n)
+    return spd_solve(S, Phi.T @ y / n)
 
 
 class Moments(NamedTuple):
@@ -142,7 +169,7 @@ def moments(W1: jax.Array, b: jax.Array, X: jax.Array, y: jax.Array) -> Moments:
 def readout_from_moments(m: Moments, lambda2: float) -> jax.Array:
     """Ridge readout fitted on the pool: a = (S + lambda2 I)^{-1} c, (L,)."""
     L = m.c.shape[0]
-    return jnp.linalg.solve(m.S + lambda2 * jnp.eye(L, dtype=m.S.dtype), m.c)
+    return spd_solve(m.S + lambda2 * jnp.eye(L, dtype=m.S.dtype), m.c)
 
 
 def moments_mse(m: Moments, a: jax.Array) -> jax.Array:

@@ -1,151 +1,106 @@
-"""Plots and the markdown summary of a sweep (reads DIR/results.json, writes DIR/*.png, DIR/fits.json,
-DIR/summary.md). Every plot title says which criterion and which hypothesis of THEORY.md it tests."""
+"""Fits, plots and the markdown summary of a v2 sweep (reads DIR/results.json; writes DIR/fits.json, DIR/*.png and
+DIR/summary.md). Every number in summary.md is computed here from results.json; nothing is typed in by hand."""
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
 
 from theory import fits
-
-PRED = dict(alpha_d=1.0, beta_r=2.0, gamma_L=1.0)
-RIVAL = dict(alpha_d=None, beta_r=1.0, gamma_L=0.0)
-
-
-def _arr(points, getter):
-    """(P, S) array of per-seed values via getter(record) -> list (or None -> NaN)."""
-    rows = []
-    for p in points:
-        v = getter(p)
-        rows.append([np.nan] * p["seeds"] if v is None else [np.nan if x is None else x for x in v])
-    return np.asarray(rows, dtype=float)
+from theory import search as sr
+from theory import sweep as swp
 
 
-def _get(p, *path):
-    for k in path:
-        if p is None or k not in p:
-            return None
-        p = p[k]
-    return p
+# ------------------------------------------------------------------------------------------------- quantities
+
+def _P(curve, eps):
+    return sr.passes(np.asarray(curve, float), eps)
 
 
-def _quantities(points):
-    """Named per-seed memory arrays for one sweep's points."""
-    q = {
-        "stage 1 (M1* (d+1))": _arr(points, lambda p: _get(p, "stage1", "mem")),
-        "two-stage total, free stage 2": _arr(points, lambda p: _get(p, "stage2", "free", "generalise",
-                                                                     "mem_total")),
-        "two-stage total, span stage 2": _arr(points, lambda p: _get(p, "stage2", "span", "generalise",
-                                                                     "mem_total")),
-        "end-to-end set": _arr(points, lambda p: _get(p, "e2e", "mem")),
-        "real subset (n* (d+1))": _arr(points, lambda p: _get(p, "subset", "mem")),
-    }
-    s3 = all(p["sweep"] == "S3" for p in points)
-    for kind in ("free", "span", "line"):
-        for crit in ("generalise", "reproduce", "param"):
-            if crit == "generalise" and kind != "line" and not s3:
-                continue  # same as the two-stage totals above
-            if crit != "generalise" and not s3:
-                continue  # the reproduce / param criteria are S3's question (L); a shared point may carry them
-            q[f"total, {kind} stage 2, {crit}"] = _arr(points, lambda p: _get(p, "stage2", kind, crit, "mem_total"))
-    q["M1* (points)"] = _arr(points, lambda p: _get(p, "stage1", "M_star"))
-    q["M2* free (points)"] = _arr(points, lambda p: _get(p, "stage2", "free", "generalise", "M_star"))
-    q["M2* span (points)"] = _arr(points, lambda p: _get(p, "stage2", "span", "generalise", "M_star"))
-    return {k: v for k, v in q.items() if np.isfinite(v).any()}
+def dr_quantities(p: dict) -> dict:
+    """PointData per quantity for one DR / ABL point."""
+    d, r = p["config"]["d"], p["config"]["r"]
+    th = p["thresholds"]
+    x = dict(d=d, r=r, L=p["config"]["L"])
+    ok = p["regime"]["ok"]
+    s1 = p["stage1"]
+    g1 = np.asarray(s1["sizes"], float)
+    q = {"stage 1, feature quality": fits.PointData(x, [(g1 * (d + 1), _P(s1["curves"]["fq_fresh"], th["eps1"]))], ok,
+                                                    True),
+         "stage 1, gradient matching": fits.PointData(x, [(g1 * (d + 1),
+                                                           _P(s1["curves"]["gm_cos_fresh"], th["tau_gm"]))], ok, True)}
+    s2 = p["stage2"]
+    g2 = np.asarray(s2[0]["sizes"], float)
+    q["stage 2 alone (on M1*)"] = fits.PointData(x, [(g2 * (d + 1), _P(s2[0]["curves"]["test_mse"],
+                                                                      th["eps_final"]))], ok, True)
+    q["two-stage total"] = fits.PointData(x, [((a["M1"] + np.asarray(a["sizes"], float)) * (d + 1),
+                                               _P(a["curves"]["test_mse"], th["eps_final"])) for a in s2], ok, True)
+    return q
 
 
-def _fmt(v, nd=2):
-    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{nd}f}"
+def l_quantities(p: dict) -> dict:
+    d, L = p["config"]["d"], p["config"]["L"]
+    x = dict(d=d, r=p["config"]["r"], L=L)
+    g = np.asarray(p["param"]["sizes"], float)
+    P = _P(p["param"]["curves"]["param_rel"], p["thresholds"]["eps_param"])
+    ok = p["regime"]["ok"]
+    return {"stage 2 (parameter criterion), M2 (d + 1)": fits.PointData(x, [(g * (d + 1), P)], ok),
+            "M2* (points)": fits.PointData(x, [(g, P)], ok)}
 
 
-def _fmt_ci(f):
-    if f["slope"] is None:
-        return "n/a (< 2 uncensored points)"
-    lo, hi = f["ci"]
-    return f"{f['slope']:.2f} [{_fmt(lo)}, {_fmt(hi)}]"
+def _points(res, sweep):
+    pts = [v for v in res["points"].values() if v["sweep"] == sweep]
+    return sorted(pts, key=lambda v: v["index"])
 
 
-def _med(v):
-    v = np.asarray(v, dtype=float)
-    return float(np.nanmedian(v)) if np.isfinite(v).any() else float("nan")
+def _boot_interval(pd: fits.PointData, n_boot: int, seed: int):
+    rng = np.random.default_rng(seed)
+    vals = [pd.value(rng) for _ in range(n_boot)]
+    v = np.array([m if not c else np.inf for m, c in vals])       # censored resamples: above any value
+    return [float(np.percentile(v, 2.5, method="lower")), float(np.percentile(v, 97.5, method="higher"))]
 
 
-def _mm(v, nd=0):
-    """median [min-max] over seeds, 'cens' marks censored seeds; 'not run' for a missing stage."""
-    if v is None:
-        return "not run"
-    v = np.asarray([np.nan if x is None else x for x in v], dtype=float)
-    n_c = int(np.sum(~np.isfinite(v)))
-    if not np.isfinite(v).any():
-        return "censored"
-    s = f"{np.nanmedian(v):.{nd}f} [{np.nanmin(v):.{nd}f}-{np.nanmax(v):.{nd}f}]"
-    return s + (f" ({n_c} cens.)" if n_c else "")
-
-
-def compute_fits(res: dict, n_boot: int = 1000) -> dict:
-    sw = res["sweeps"]
-    out = {}
-    axes = dict(S1=("d", "alpha_d"), S2=("r", "beta_r"), S3=("L", "gamma_L"))
-    for name, (var, coef) in axes.items():
-        pts = sw.get(name, [])
-        if len(pts) < 2:
-            continue
-        x = [p["config"][var] for p in pts]
-        out[name] = {k: fits.loglog_fit(x, Y, n_boot=n_boot, seed=i) for i, (k, Y) in
-                     enumerate(_quantities(pts).items())}
-    allpts = [p for s in ("S1", "S2", "S3") for p in sw.get(s, [])]
-    if allpts:
-        d = [p["config"]["d"] for p in allpts]
-        r = [p["config"]["r"] for p in allpts]
-        L = [p["config"]["L"] for p in allpts]
-        for key, getter in (("two-stage total, free stage 2", ("stage2", "free", "generalise", "mem_total")),
-                            ("two-stage total, span stage 2", ("stage2", "span", "generalise", "mem_total"))):
-            Y = _arr(allpts, lambda p: _get(p, *getter))
-            out.setdefault("joint", {})[key] = fits.joint_fit(d, r, L, Y, n_boot=n_boot)
-            out.setdefault("two_term", {})[key] = fits.two_term_fit(d, r, L, Y, n_boot=min(n_boot, 200))
+def compute_fits(res: dict, n_boot: int = 500) -> dict:
+    out = dict(DR={}, L={}, ABL={}, bound={})
+    dr = _points(res, "DR")
+    if dr:
+        Q = [dr_quantities(p) for p in dr]
+        for k in Q[0]:
+            out["DR"][k] = fits.a_r_slope([q[k] for q in Q], n_boot=n_boot, seed=1)
+        out["DR0"] = {k: fits.a_r_slope([q[k] for q in Q], n_boot=n_boot, seed=1, through_origin=True)
+                      for k in Q[0]}
+        ratios = []
+        for p, q in zip(dr, Q):
+            m, c = q["two-stage total"].value()
+            claim = p["config"]["r"] ** 2 * p["config"]["d"] + p["config"]["L"]
+            ratios.append(dict(d=p["config"]["d"], r=p["config"]["r"], mem=m, censored=c,
+                               in_regime=p["regime"]["ok"], ratio=m / claim))
+        out["bound"] = ratios
+    lp = _points(res, "L")
+    if lp:
+        Q = [l_quantities(p) for p in lp]
+        for k in Q[0]:
+            out["L"][k] = fits.censored_loglog([q[k] for q in Q], "L", n_boot=n_boot, seed=2)
+    ab = _points(res, "ABL")
+    if ab and dr:
+        d0, r0 = ab[0]["config"]["d"], ab[0]["config"]["r"]
+        base = [p for p in dr if (p["config"]["d"], p["config"]["r"]) == (d0, r0)]
+        rows = []
+        for mult, p in [(1, base[0])] * bool(base) + [(a["spec"]["mult"], a) for a in ab]:
+            q = dr_quantities(p)
+            row = dict(mult=mult, gm_steps=p["config"]["gm_steps"], pm_steps=p["config"]["pm_steps"])
+            for k in ("stage 1, feature quality", "stage 1, gradient matching", "stage 2 alone (on M1*)"):
+                m, c = q[k].value()
+                row[k] = dict(M_star=m / (d0 + 1), censored=c,
+                              ci=[v / (d0 + 1) for v in _boot_interval(q[k], n_boot, 3)])
+            rows.append(row)
+        out["ABL"] = rows
     return out
 
 
-# ---------------------------------------------------------------------------------------------------- plots
-
-def _ticks(ax, x):
-    from matplotlib.ticker import NullFormatter
-
-    ax.set_xticks(list(x))
-    ax.set_xticklabels([f"{v:g}" for v in x])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def _plot_sweep(ax, pts, var, fitd, keys, title, refs=()):
-    x = np.array([p["config"][var] for p in pts], dtype=float)
-    qs = _quantities(pts)
-    for k in keys:
-        if k not in qs:
-            continue
-        Y = qs[k]
-        med = np.array([_med(row) for row in Y])
-        lo = np.array([np.nanmin(row) if np.isfinite(row).any() else np.nan for row in Y])
-        hi = np.array([np.nanmax(row) if np.isfinite(row).any() else np.nan for row in Y])
-        f = fitd.get(k, {}) if fitd else {}
-        lab = k + (f", slope {f['slope']:.2f}" if f.get("slope") is not None else "")
-        line = ax.errorbar(x, med, yerr=[med - lo, hi - med], marker="o", ms=4, capsize=2, lw=1, label=lab)
-        if f.get("slope") is not None:
-            xs = np.array([x.min(), x.max()])
-            ax.plot(xs, np.exp(f["intercept"]) * xs ** f["slope"], ls="--", lw=0.8, color=line[0].get_color())
-    for lab, fn in refs:
-        ax.plot(x, [fn(p) for p in pts], ls=":", color="k" if "claim" in lab else "gray", lw=1, label=lab)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    _ticks(ax, x)
-    ax.set_xlabel(var)
-    ax.set_ylabel("memory (stored reals)")
-    import textwrap
-
-    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=7)
-    ax.legend(fontsize=6)
-    ax.grid(True, which="both", alpha=0.2)
-
+# ------------------------------------------------------------------------------------------------- plots
 
 def make_plots(res: dict, fd: dict, out_dir: str) -> list[str]:
     import matplotlib
@@ -153,327 +108,299 @@ def make_plots(res: dict, fd: dict, out_dir: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sw = res["sweeps"]
     files = []
-    claim = ("claim r^2 d + L (constants 1)", lambda p: p["memory_refs"]["claim"])
-    model = ("store the model L d + 2L", lambda p: p["memory_refs"]["model"])
-    pc = res["preset_config"]
-    specs = [
-        ("S1", "d", "mem_vs_d.png", ["stage 1 (M1* (d+1))", "two-stage total, free stage 2",
-                                      "two-stage total, span stage 2", "end-to-end set", "real subset (n* (d+1))"],
-         f"S1: memory vs d (r={pc['s1_r']}, L={pc['s1_L']}). Criterion: generalise (test MSE <= eps). Predicted slope 1 for DD, ~3 for real data",
-         [claim, model]),
-        ("S2", "r", "mem_vs_r.png", ["stage 1 (M1* (d+1))", "two-stage total, free stage 2",
-                                      "two-stage total, span stage 2", "end-to-end set", "real subset (n* (d+1))"],
-         f"S2: memory vs r (d={pc['s2_d']}, L={pc['s2_L']}). Generalise. H-r1/H-r2 predict slope 2 (r^2 d); stage 1 alone ~r", [claim]),
-        ("S3", "L", "mem_vs_L.png", [f"total, {k} stage 2, {c}" for k in ("free", "span", "line")
-                                      for c in ("generalise", "reproduce", "param")],
-         f"S3: memory vs L (d={pc['s3_d']}, r={pc['s3_r']}). Generalise: flat; reproduce (H-L1/H-L2): slope 1 "
-         "once L >> r^2 d", [claim, model]),
-    ]
-    for name, var, fn, keys, title, refs in specs:
-        pts = sw.get(name, [])
-        if len(pts) < 2:
-            continue
-        fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=80)
-        _plot_sweep(ax, pts, var, fd.get(name, {}), keys, title, refs)
+    dr = _points(res, "DR")
+    if dr:
+        Q = [dr_quantities(p) for p in dr]
+        fig, axs = plt.subplots(1, 2, figsize=(10, 4), dpi=80)
+        key = "two-stage total"
+        f = fd["DR"][key]
+        rs = sorted({p["config"]["r"] for p in dr})
+        for r in rs:
+            sel = [(p, q) for p, q in zip(dr, Q) if p["config"]["r"] == r]
+            ds = np.array([p["config"]["d"] for p, _ in sel], float)
+            vals = [q[key].value() for _, q in sel]
+            ok = [p["regime"]["ok"] for p, _ in sel]
+            line = axs[0].plot(ds, [v for v, _ in vals], marker="o", lw=0.8, label=f"r={r}")[0]
+            for dd_, (v, c), o in zip(ds, vals, ok):
+                if c:
+                    axs[0].annotate("", (dd_, v * 1.4), (dd_, v), arrowprops=dict(arrowstyle="->",
+                                                                                  color=line.get_color()))
+                if not o:
+                    axs[0].plot([dd_], [v], marker="x", ms=10, color="k")
+            if str(r) in f["A"]:
+                xs = np.linspace(ds.min(), ds.max(), 10)
+                axs[0].plot(xs, f["A"][str(r)] * xs + f["B"][str(r)], ls="--", lw=0.8, color=line.get_color())
+        axs[0].set_xscale("log")
+        axs[0].set_yscale("log")
+        axs[0].set_xlabel("d")
+        axs[0].set_ylabel("memory at M* (stored reals)")
+        axs[0].set_title("DR: two-stage total vs d per r; dashed: A(r) d + B(r)\n(x: out of regime; arrow: "
+                         "censored)", fontsize=8)
+        axs[0].legend(fontsize=7)
+        for k, mk in (("two-stage total", "o"), ("stage 1, feature quality", "s"),
+                      ("stage 1, gradient matching", "^"), ("stage 2 alone (on M1*)", "v")):
+            g = fd["DR0"][k]
+            rr = sorted(int(v) for v in g["A"])
+            if not rr:
+                continue
+            A = np.array([g["A"][str(v)] for v in rr])
+            ci = np.array([g["A_ci"].get(str(v), [np.nan, np.nan]) for v in rr], float)
+            lab = k + (f": slope {g['slope']:.2f} [{g['ci'][0]:.2f}, {g['ci'][1]:.2f}]"
+                       if g["slope"] is not None and g["ci"][0] is not None else "")
+            mask = A > 0
+            axs[1].errorbar(np.array(rr)[mask], A[mask], yerr=np.abs(np.stack([A - ci[:, 0], ci[:, 1] - A]))[:, mask],
+                            marker=mk, capsize=2, lw=0.8, label=lab)
+        rr = np.array(rs, float)
+        a1 = fd["DR0"]["two-stage total"]["A"].get("1")
+        if a1:
+            axs[1].plot(rr, a1 * rr, ls=":", color="gray", label="slope 1 (r d)")
+            axs[1].plot(rr, a1 * rr**2, ls=":", color="k", label="slope 2 (r^2 d)")
+        axs[1].set_xscale("log")
+        axs[1].set_yscale("log")
+        axs[1].set_xlabel("r")
+        axs[1].set_ylabel("A(r) (reals per input dimension)")
+        axs[1].set_title("A(r) from Mem = A(r) d (B = 0; the free fit A d + B is in summary.md),\n95 % bootstrap "
+                         "intervals over seeds", fontsize=8)
+        axs[1].legend(fontsize=6)
         fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, fn))
+        fig.savefig(os.path.join(out_dir, "dr_sweep.png"))
         plt.close(fig)
-        files.append(fn)
-    # span share
-    fig, axs = plt.subplots(1, 2, figsize=(8, 3.4), dpi=80)
-    for ax, name, var in ((axs[0], "S1", "d"), (axs[1], "S2", "r")):
-        pts = sw.get(name, [])
-        if not pts:
-            continue
-        x = np.array([p["config"][var] for p in pts], dtype=float)
-        for key, lab in (("x_in_span", "distilled inputs in span(U)"), ("cos2", "principal cos^2 (top-r of X~)")):
-            Y = _arr(pts, lambda p: _get(p, "stage1", "at_sel", key))
-            ax.plot(x, [_med(r) for r in Y], marker="o", label=lab)
-        Y = _arr(pts, lambda p: _get(p, "stage1", "at_sel", "offsub"))
-        ax.plot(x, [1 - _med(r) for r in Y], marker="s", label="learned rows W~1 in span(U)")
-        ax.plot(x, [p["config"]["r"] / p["config"]["d"] for p in pts], ls=":", color="k", label="random point: r/d")
+        files.append("dr_sweep.png")
+        # M* against the threshold (two-stage total and stage 1), re-read from the stored curves
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=80)
+        for p in dr:
+            if p["config"]["d"] != min(q["config"]["d"] for q in dr if q["config"]["r"] == p["config"]["r"]):
+                continue
+            epss = np.geomspace(0.02, 0.4, 12)
+            ys = []
+            d = p["config"]["d"]
+            for e in epss:
+                m, c = fits.PointData({}, [((a["M1"] + np.asarray(a["sizes"], float)),
+                                            _P(a["curves"]["test_mse"], e)) for a in p["stage2"]]).value()
+                ys.append(np.nan if c else m)
+            ax.plot(epss, ys, marker="o", ms=3, label=f"d={d}, r={p['config']['r']}: M1 + M2 (points)")
+        ax.axvline(res["preset_config"]["eps_final"], color="k", ls=":", lw=0.8, label="threshold used")
         ax.set_xscale("log")
-        _ticks(ax, x)
-        ax.set_ylim(0, 1.05)
-        ax.set_xlabel(var)
-        ax.set_title(f"{name}: energy share inside span(U) at M1*", fontsize=8)
+        ax.set_xlabel("threshold on the test MSE (excess over Bayes = 0)")
+        ax.set_ylabel("M1 + M2 at M* (points; stage 1 fixed at M1*, 2 M1*)")
+        ax.set_title("M* against the threshold (missing: censored)", fontsize=8)
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "span_share.png"))
-    plt.close(fig)
-    files.append("span_share.png")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "mstar_vs_threshold.png"))
+        plt.close(fig)
+        files.append("mstar_vs_threshold.png")
+    lp = _points(res, "L")
+    if lp and fd["L"]:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=80)
+        for k, g in fd["L"].items():
+            xs = np.array([q["x"] for q in g["points"]], float)
+            ys = np.array([q["mem"] for q in g["points"]], float)
+            cens = np.array([q["censored"] for q in g["points"]])
+            line = ax.plot(xs, ys, marker="o", lw=0.8,
+                           label=k + (f": slope {g['slope']:.2f} [{g['ci'][0]:.2f}, {g['ci'][1]:.2f}]"
+                                      if g["slope"] is not None and g["ci"][0] is not None else ""))[0]
+            if cens.any():
+                ax.plot(xs[cens], ys[cens], marker="^", ls="", color=line.get_color())
+            if g["slope"] is not None:
+                ax.plot(xs, np.exp(g["intercept"]) * xs ** g["slope"], ls="--", lw=0.8, color=line.get_color())
+        ax.plot(xs, xs, ls=":", color="k", label="L (slope 1)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("L")
+        ax.set_ylabel("memory / points")
+        ax.set_title(f"L: reproduce the readout (||a_D - a_ref|| / ||a_ref|| <= {res['preset_config']['eps_param']}),"
+                     f" d = {lp[0]['config']['d']}, r = {lp[0]['config']['r']}; ^: censored", fontsize=8)
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "l_sweep.png"))
+        plt.close(fig)
+        files.append("l_sweep.png")
     return files
 
 
-# ---------------------------------------------------------------------------------------------------- summary
+# ------------------------------------------------------------------------------------------------- summary
 
-def _verdicts(fd: dict, res: dict | None = None) -> dict:
-    """Per-exponent verdicts on the primary quantities (see summary text for the rule). gamma's prediction is the
-    log-log OLS slope of r^2 d + L (constants 1) over the S3 grid, rival 0 (no L term)."""
-    v = {}
-    prim = "two-stage total, free stage 2"
-    def rule(f, pred, rival):
-        if sum(f["used"]) < 3:
-            return "not separable (fewer than 3 usable points)"
-        return fits.verdict_for(f["ci"], pred, rival)
+def _f(v, nd=2):
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{nd}f}"
 
-    if "S1" in fd and prim in fd["S1"]:
-        v["alpha_d"] = (fd["S1"][prim], rule(fd["S1"][prim], 1.0, None))
-    if "S2" in fd and prim in fd["S2"]:
-        v["beta_r"] = (fd["S2"][prim], rule(fd["S2"][prim], 2.0, 1.0))
-    g_pred = 1.0
-    if res is not None and len(res["sweeps"].get("S3", [])) >= 2:
-        pts = res["sweeps"]["S3"]
-        Ls = np.log([p["config"]["L"] for p in pts])
-        cl = np.log([p["memory_refs"]["claim"] for p in pts])
-        g_pred = float(np.polyfit(Ls, cl, 1)[0])
-        v["gamma_L_pred"] = g_pred
-    if "S3" in fd:
-        best = None
-        for kind in ("free", "line", "span"):
-            k = f"total, {kind} stage 2, reproduce"
-            if k in fd["S3"] and fd["S3"][k]["slope"] is not None:
-                best = (fd["S3"][k], rule(fd["S3"][k], g_pred, 0.0), kind)
-                break
-        if best is not None:
-            v["gamma_L"] = best[:2]
-            v["gamma_L_kind"] = best[2]
-    return v
+
+def _ci(g):
+    if g.get("slope") is None:
+        return f"no fit ({g.get('why_no_fit', 'n/a')})"
+    lo, hi = g["ci"]
+    return f"{g['slope']:.2f} [{_f(lo)}, {_f(hi)}] ({g.get('n_boot', 0)} resamples)"
+
+
+def _r_verdict(g) -> str:
+    if g.get("slope") is None or g["ci"][0] is None:
+        return f"no verdict: {g.get('why_no_fit', 'no interval')}"
+    lo, hi = g["ci"]
+    has1, has2 = lo <= 1 <= hi, lo <= 2 <= hi
+    s = f"the r-slope of A(r) is {g['slope']:.2f} [{lo:.2f}, {hi:.2f}] over r = {g['r_used']}: "
+    if has2 and not has1:
+        return s + "r^2 tightness observed (the interval holds 2 and excludes 1)"
+    if has1 and not has2:
+        return s + "r^2 tightness NOT observed (the interval holds 1 and excludes 2: memory ~ r d here)"
+    if has1 and has2:
+        return s + "r d and r^2 d cannot be separated at this scale"
+    return s + ("growth faster than r^2" if lo > 2 else "growth slower than r d" if hi < 1 else
+                "between r d and r^2 d, excluding both")
+
+
+def _l_verdict(g) -> str:
+    if g.get("slope") is None or g["ci"][0] is None:
+        return f"no verdict: {g.get('why_no_fit', 'no interval')}"
+    lo, hi = g["ci"]
+    s = (f"L-slope {g['slope']:.2f} [{lo:.2f}, {hi:.2f}] over {g['n_in_regime']} in-regime points "
+         f"({g['n_censored']} censored, {g['n_out_of_regime']} out of regime): ")
+    if lo <= 1 <= hi:
+        return s + "the + L term is observed (slope 1 inside the interval)"
+    return s + ("memory grows faster than L" if lo > 1 else "memory grows slower than L (no full L term)")
 
 
 def make_summary(res: dict, fd: dict, files: list[str]) -> str:
-    sw = res["sweeps"]
-    pc = res["preset_config"]
-    b = pc["base"]
-    lines = [f"# theory/: memory of distilled data on multi-index models — `{res['preset']}` preset", "",
-             f"Run: `python -m theory sweep --preset {res['preset']} --out DIR` (root key {res['key_seed']}), "
-             f"started {res.get('started')}, finished {res.get('finished', 'not recorded (stopped after its last complete point)')}."
-             + "".join(f" Merged: sweeps {m['sweeps']} from a parallel run started {m['started']}, finished "
-                       f"{m.get('finished') or 'not recorded'}." for m in res.get("merged_from", [])), "",
-             ] + [f"- Note: {q['sweep']} point {q['config']['d'], q['config']['r'], q['config']['L']} (d, r, L) is "
-                  f"{q['borrowed_from']}." for pts in sw.values() for q in pts if q.get("borrowed_from")] + [
-             "", "## Scale used", "",
-             f"- seeds per point: {pc['seeds']} (vmapped); stage-1 inits K = {b['K']}; GM {b['gm_steps']} Adam "
-             f"steps (lr {b['gm_lr']}, inputs init {b['init_scale']} N(0, I)); stage-2 {b['pm_steps']} steps "
-             f"(lr {b['pm_lr']}); end-to-end {b['e2e_steps']} steps, batch {b['e2e_batch']}.",
-             f"- full data for the first-layer step: n_real = clip({pc['n_real_per']} d^2 r, {pc['n_real_min']}, "
-             f"{pc['n_real_max']}); readout pool {b['n_pool']}; test set {b['n_test']}; lambda2 = {b['lambda2']}; "
-             "ReLU, symmetric init, biases redrawn N(0, 1), rows normalised after the step.",
-             f"- S1 d in {pc['s1_d']} (r = {pc['s1_r']}, L = {pc['s1_L']}); S2 r in {pc['s2_r']} (d = {pc['s2_d']}, "
-             f"L = {pc['s2_L']}, {pc['s2_L_big']} for r >= 6); S3 L in {pc['s3_L']} (d = {pc['s3_d']}, "
-             f"r = {pc['s3_r']}); S4 {[tuple(x) for x in pc['s4']]}.",
-             "- thresholds per seed: stage 1 feature quality at a held-out init <= eps = max(2 MSE_full, 0.02); "
-             "final models (two-stage, end-to-end, real subset) test MSE <= eps_final = max(3 MSE_full, 0.03) "
-             "(stage 2: max(1.5 fq(D1), eps_final)); reproduce: E(f_D - f_ref)^2 <= 0.01; param: "
-             "||a_D - a_ref|| / ||a_ref|| <= 0.1. M* = first grid size below the threshold (monotone envelope); "
-             "'censored' = not reached on the grid.",
-             "- memory = stored reals: stage 1 M1 (d+1); stage 2 free M2 (d+1), span M2 (M1+1), line d + 2 M2.", ""]
-    # per-sweep tables
-    for name, var in (("S1", "d"), ("S2", "r"), ("S3", "L")):
-        pts = sw.get(name, [])
-        if not pts:
-            continue
-        lines += [f"## {name}: per point (median [min-max] over seeds)", ""]
-        if name == "S3":
-            cols = [(k, c) for k in ("free", "span", "line") for c in ("generalise", "reproduce", "param")
-                    if any(_get(p, "stage2", k, c) is not None for p in pts)]
-            lines += ["| L | MSE_full | M1* | " + " | ".join(f"M2* {k} {c[:5]}." for k, c in cols) + " | "
-                      + " | ".join(f"total {k} {c[:5]}." for k, c in cols) + " | claim r^2 d + L |",
-                      "|" + "---|" * (4 + 2 * len(cols))]
-            for p in pts:
-                lines.append(f"| {p['config']['L']} | {_med(p['ref']['mse_full']):.4f} | "
-                             f"{_mm(p['stage1']['M_star'])} | "
-                             + " | ".join(_mm(_get(p, "stage2", k, c, "M_star")) for k, c in cols) + " | "
-                             + " | ".join(_mm(_get(p, "stage2", k, c, "mem_total")) for k, c in cols)
-                             + f" | {p['memory_refs']['claim']} |")
-        else:
-            lines += [f"| {var} | MSE_full | RF MSE | M1* | M2* free | M2* span | total free | total span | "
-                      "e2e mem | real-subset n* | real-subset mem | ratio real/DD | in span(U) | r/d |",
-                      "|" + "---|" * 14]
-            for p in pts:
-                tot = _med(_get(p, "stage2", "free", "generalise", "mem_total") or [np.nan])
-                sub = _med(_get(p, "subset", "mem") or [np.nan])
-                ratio = sub / tot if np.isfinite(sub) and np.isfinite(tot) else float("nan")
-                lines.append(
-                    f"| {p['config'][var]} | {_med(p['ref']['mse_full']):.4f} | {_med(p['ref']['mse_rf']):.3f} | "
-                    f"{_mm(p['stage1']['M_star'])} | {_mm(_get(p, 'stage2', 'free', 'generalise', 'M_star') )}"
-                    f" | {_mm(_get(p, 'stage2', 'span', 'generalise', 'M_star') )} | "
-                    f"{_mm(_get(p, 'stage2', 'free', 'generalise', 'mem_total') )} | "
-                    f"{_mm(_get(p, 'stage2', 'span', 'generalise', 'mem_total') )} | "
-                    f"{_mm(_get(p, 'e2e', 'mem') )} | {_mm(_get(p, 'subset', 'n_star') )} | "
-                    f"{_mm(_get(p, 'subset', 'mem') )} | {_fmt(ratio, 0)} | "
-                    f"{_med(p['stage1']['at_sel']['x_in_span']):.3f} | {p['config']['r'] / p['config']['d']:.3f} |")
-        lines.append("")
-    # fits
-    lines += ["## Fitted exponents (log-log OLS on medians over seeds, 95 % bootstrap CI over seeds)", "",
-              "| quantity | alpha (d, S1) | beta (r, S2) | gamma (L, S3) |", "|---|---|---|---|"]
-    keys = []
-    for s in ("S1", "S2", "S3"):
-        for k in fd.get(s, {}):
-            if k not in keys:
-                keys.append(k)
-    for k in keys:
-        cells = [_fmt_ci(fd[s][k]) if k in fd.get(s, {}) else "-" for s in ("S1", "S2", "S3")]
-        lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    lines += ["| **prediction (paper, r^2 d + L)** | 1 | 2 | 1 (reproduce, L >> r^2 d); 0 (generalise) |", ""]
-    for key, jf in fd.get("joint", {}).items():
-        lines.append(f"- joint OLS on all S1-S3 points, {key}: alpha {_fmt(jf['alpha_d'])} "
-                     f"{[_fmt(x) for x in jf['ci']['alpha_d']]}, beta {_fmt(jf['beta_r'])} "
-                     f"{[_fmt(x) for x in jf['ci']['beta_r']]}, gamma {_fmt(jf['gamma_L'])} "
-                     f"{[_fmt(x) for x in jf['ci']['gamma_L']]} ({jf['n_points']} points).")
-    for key, tf in fd.get("two_term", {}).items():
-        lines.append(f"- two-term NLS Mem = A r^b d^a + B L^c, {key}: a {_fmt(tf['a_d'])} "
-                     f"{[_fmt(x) for x in tf['ci']['a_d']]}, b {_fmt(tf['b_r'])} {[_fmt(x) for x in tf['ci']['b_r']]}, "
-                     f"c {_fmt(tf['c_L'])} {[_fmt(x) for x in tf['ci']['c_L']]}, A {_fmt(tf['A'], 3)}, "
-                     f"B {_fmt(tf['B'], 3)} ({tf['n_points']} points).")
-    lines.append("")
-    # S4
-    if sw.get("S4"):
-        lines += ["## S4: controls and other links (same pipeline)", "",
-                  "| kind | d | r | L | MSE_full | RF MSE | rank-r model MSE | M1* | fq at M1* | span share | "
-                  "total free | real-subset n* |", "|" + "---|" * 12]
-        for p in sw["S4"]:
+    pre = res["preset_config"]
+    planned = swp.plan(swp.PRESETS[res["preset"]])
+    done = res["points"]
+    missing = [f"{s}/{j}" for s, j, _ in planned if f"{s}/{j}" not in done]
+    L = []
+    L.append(f"# theory/ v2 sweep, preset `{res['preset']}` (root key {res['key_seed']})\n")
+    if missing:
+        L.append(f"**PARTIAL RESULTS: {len(done)} of {len(planned)} planned points are in results.json; missing: "
+                 f"{', '.join(missing)}. Resume with the same command (`python -m theory sweep --preset "
+                 f"{res['preset']} --out DIR`): finished points are skipped.**\n")
+    secs = sum(p.get("seconds", 0) for p in done.values())
+    L.append(f"Points: {len(done)}; time inside the points {secs / 60:.1f} min (wall times of the sweep calls: "
+             f"{', '.join(f'{v / 60:.1f} min' for v in res.get('run_seconds', {}).values()) or 'n/a'}). "
+             f"Seeds {pre['seeds']} per point, each the best of {pre['restarts']} restarts by its training "
+             f"objective; K = {pre['base']['K']} stage-1 inits; GM {pre['base']['gm_steps']} and stage 2 "
+             f"{pre['base']['pm_steps']} Adam steps; pool {pre['base']['n_pool']}, test {pre['base']['n_test']}.\n")
+    L.append("## Criteria (fixed, absolute; noiseless tasks with E f*^2 = 1, so Bayes risk 0 and the test MSE is the "
+             "excess MSE)\n")
+    L.append(f"- DR / ABL stage 1, feature quality at a held-out init <= eps1 = {pre['eps1']}; gradient matching "
+             f"inside span(U), mean_j (1 - cos(U g~_j, U g_j)) at a held-out init <= tau_gm = {pre['tau_gm']}.")
+    L.append(f"- DR / ABL two-stage model (stage 2 free inputs, same theta_0): test MSE <= eps_final = "
+             f"{pre['eps_final']}; stage 2 runs on the stage-1 sets of sizes M1* and 2 M1*; the total is the "
+             f"smaller of the two (M1 + M2*) (d + 1).")
+    L.append(f"- L: parameter criterion ||a_D - a_ref|| / ||a_ref|| <= {pre['eps_param']}, labels in closed form, "
+             f"generic inputs N(0, I) (memory M2 (d + 1)); the stage-1 set (fixed size) is not counted in this slope.")
+    L.append(f"- Regime: DR / ABL points need full-data test MSE <= eps_final / 5 = {pre['eps_final'] / 5:g} and "
+             f"full-data held-out feature quality <= eps1 / 5 = {pre['eps1'] / 5:g}; L points need full-data MSE "
+             f"<= {pre['l_mse_max']} and n_pool >= 4 L. Out-of-regime points are shown, never fitted.")
+    L.append("- M*: smallest grid size at which the pass rate over seeds is >= 1/2 there and at every larger size; "
+             "censored if the pass rate at the cap is < 1/2 (kept as a lower bound: Tobit fit for L; an r with a "
+             "censored point is excluded from the A(r) slope and counted). Intervals: 95 % bootstrap over seeds.\n")
+    dr = _points(res, "DR")
+    if dr:
+        L.append("## DR: d x r grid at fixed L\n")
+        L.append("| d | r | L | n_real | MSE_full | fq_full | regime | M1* fq | M1* gm | M2* on M1* | M2* on 2 M1* | "
+                 "total (reals) | total / (r^2 d + L) | s |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for p, b in zip(dr, fd["bound"]):
             c = p["config"]
-            lines.append(f"| {c['kind']} | {c['d']} | {c['r']} | {c['L']} | {_med(p['ref']['mse_full']):.3f} | "
-                         f"{_med(p['ref']['mse_rf']):.3f} | {_med(p['ref']['mse_lowrank']):.3f} | "
-                         f"{_mm(p['stage1']['M_star'])} | {_med(p['stage1']['at_sel']['fq_fresh']):.3f} | "
-                         f"{_med(p['stage1']['at_sel']['x_in_span']):.3f} | "
-                         f"{_mm(_get(p, 'stage2', 'free', 'generalise', 'mem_total') )} | "
-                         f"{_mm(_get(p, 'subset', 'n_star') )} |")
-        lines += ["", "He3 reads as a control only through absolute numbers: its thresholds are relative to a "
-                  "full-data MSE near 1, so a small 'M*' there means 'as bad as full-data training', not success.",
-                  ""]
-    # compression against the real-subset baseline
-    for name, var in (("S1", "d"), ("S2", "r")):
-        pts = sw.get(name, [])
-        rat = []
-        for p in pts:
-            tot = _med(_get(p, "stage2", "free", "generalise", "mem_total") or [np.nan])
-            sub = _med(_get(p, "subset", "mem") or [np.nan])
-            if np.isfinite(tot) and np.isfinite(sub):
-                rat.append(f"{sub / tot:.0f}x at {var} = {p['config'][var]}")
-        if rat:
-            lines += [f"- Compression against the real-subset baseline ({name}; real-subset memory n* (d+1) at the "
-                      f"same final threshold / two-stage DD memory with a free stage 2, medians): " + ", ".join(rat)
-                      + "."]
-    lines.append("")
-    # baselines memory
-    for name in ("S1",):
-        pts = sw.get(name, [])
-        if pts:
-            lines += ["## Memory references at S1 points (reals)", "",
-                      "| d | full data n_real (d+1) | store model L d + 2L | rank-r model | claim r^2 d + L | "
-                      "DD two-stage (free) | real subset |", "|" + "---|" * 7]
-            for p in pts:
-                m = p["memory_refs"]
-                lines.append(f"| {p['config']['d']} | {m['full_data']} | {m['model']} | {m['model_lowrank']} | "
-                             f"{m['claim']} | {_mm(_get(p, 'stage2', 'free', 'generalise', 'mem_total') )}"
-                             f" | {_mm(_get(p, 'subset', 'mem') )} |")
-            lines.append("")
-    # verdict
-    v = _verdicts(fd, res)
-    g_pred = v.get("gamma_L_pred")
-    lines += ["## Verdict (automatic rule)", "",
-              "Rule: an exponent is *supported* when its 95 % interval contains the prediction and excludes the "
-              "rival (beta: 1, i.e. r d; gamma: 0, i.e. no L term), *not separable* when it contains both, "
-              "*contradicted* when it excludes the prediction; no call on fewer than 3 usable points. Primary "
-              "quantity: two-stage total memory with a free stage 2 (generalise) for alpha and beta; the reproduce "
-              "criterion (free stage 2) for gamma, whose prediction is the log-log slope of r^2 d + L (constants 1) "
-              "over the S3 grid" + (f" ({g_pred:.2f}; it tends to 1 only for L >> r^2 d)" if g_pred is not None
-                                    else "") + ".", ""]
-    for k in ("alpha_d", "beta_r", "gamma_L"):
-        if k in v:
-            f, verdict = v[k]
-            extra = f" ({v['gamma_L_kind']} stage 2, reproduce)" if k == "gamma_L" else ""
-            pred = g_pred if k == "gamma_L" and g_pred is not None else PRED[k]
-            line = f"- {k}{extra}: {_fmt_ci(f)} vs predicted {pred:.2g} -> **{verdict}**"
-            if k == "gamma_L" and f["ci"][0] is not None:
-                seen = f["ci"][0] > 0
-                line += (" (against unit constants; with free constants A r^2 d + B L any slope between 0 and 1 "
-                         "fits on this grid, and the interval " + ("excludes" if seen else "contains")
-                         + " 0: an L term is " + ("detected" if seen else "not detected") + ")")
-            lines.append(line)
+            s1, s2 = p["stage1"], p["stage2"]
+            m2 = [f"{a['M_star']:g}{'+' if a['censored'] or a['M_star'] == a['sizes'][-1] else ''} (M1={a['M1']})"
+                  for a in s2]
+            m2 += ["-"] * (2 - len(m2))
+            L.append(f"| {c['d']} | {c['r']} | {c['L']} | {c['n_real']} | {p['regime']['mse_full']:.4f} | "
+                     f"{p['regime']['fq_full_fresh']:.4f} | {'in' if p['regime']['ok'] else 'OUT'} | "
+                     f"{s1['M_star_fq']:g}{'+' if s1['censored_fq'] or s1['M_star_fq'] == s1['sizes'][-1] else ''} | "
+                     f"{s1['M_star_gm']:g}{'+' if s1['censored_gm'] or s1['M_star_gm'] == s1['sizes'][-1] else ''} | "
+                     f"{m2[0]} | {m2[1]} | "
+                     f"{b['mem']:.0f}{'+' if b['censored'] else ''} | {b['ratio']:.2f} | {p.get('seconds', 0):.0f} |")
+        L.append("\n`+`: censored (pass rate < 1/2 at the grid's cap, or first >= 1/2 only AT the cap, where no larger "
+                 "size confirms it). Fits of Mem = A(r) d + B(r) per r and of log A(r) on "
+                 "log r:\n")
+        L.append("| quantity | A(r) [95 % CI] | excluded r | r-slope of A(r) [95 % CI] |")
+        L.append("|---|---|---|---|")
+        for k, g in list(fd["DR"].items()) + [(k + " (B = 0)", g) for k, g in fd["DR0"].items()]:
+            A = "; ".join(f"r={r}: {g['A'][r]:.1f} [{_f(g['A_ci'].get(r, [None, None])[0], 1)}, "
+                          f"{_f(g['A_ci'].get(r, [None, None])[1], 1)}]" for r in g["A"])
+            ex = ", ".join(f"{r} ({w})" for r, w in g["excluded_r"].items()) or "none"
+            L.append(f"| {k} | {A or '-'} | {ex} | {_ci(g)} |")
+        L.append("")
+    lp = _points(res, "L")
+    if lp:
+        L.append("## L: reproduce the readout (parameter criterion, closed-form labels)\n")
+        L.append("| L | n_pool | MSE_full | regime | stage-1 fq (M1 = %d) | M2* | memory M2* (d + 1) | s |" % pre["l_M1"])
+        L.append("|---|---|---|---|---|---|---|---|")
+        for p in lp:
+            c = p["config"]
+            L.append(f"| {c['L']} | {c['n_pool']} | {p['regime']['mse_full']:.4f} | "
+                     f"{'in' if p['regime']['ok'] else 'OUT'} | {np.median(p['stage1']['fq_fresh']):.4f} | "
+                     f"{p['param']['M_star']:g}{'+' if p['param']['censored'] else ''} | "
+                     f"{(c['d'] + 1) * p['param']['M_star']:.0f} | {p.get('seconds', 0):.0f} |")
+        L.append("")
+        for k, g in fd["L"].items():
+            L.append(f"- {k}: censored log-log slope on L {_ci(g)}")
+        L.append("")
+    if fd.get("ABL"):
+        L.append("## ABL: convergence ablation (same seeds and keys, more distillation steps)\n")
+        L.append("| steps | GM steps | stage-2 steps | M1* fq [CI] | M1* gm [CI] | M2* [CI] |")
+        L.append("|---|---|---|---|---|---|")
+        for row in fd["ABL"]:
+            cells = []
+            for k in ("stage 1, feature quality", "stage 1, gradient matching", "stage 2 alone (on M1*)"):
+                v = row[k]
+                cells.append(f"{v['M_star']:g}{'+' if v['censored'] else ''} [{_f(v['ci'][0], 0)}, "
+                             f"{_f(v['ci'][1], 0)}]")
+            L.append(f"| x{row['mult']} | {row['gm_steps']} | {row['pm_steps']} | " + " | ".join(cells) + " |")
+        L.append("")
+    nan_lines = []
+    for name, p in sorted(done.items(), key=lambda kv: (kv[1]["sweep"], kv[1]["index"])):
+        if "stage1" in p and "curves" in p["stage1"]:
+            n = int(np.isnan(np.asarray(p["stage1"]["curves"]["fq_fresh"], float)).sum())
+            tot = int(np.asarray(p["stage1"]["curves"]["fq_fresh"], float).size)
+        elif "param" in p:
+            n = int(np.isnan(np.asarray(p["param"]["curves"]["param_rel"], float)).sum())
+            tot = int(np.asarray(p["param"]["curves"]["param_rel"], float).size)
         else:
-            lines.append(f"- {k}: no fit (censored or sweep not run) -> **not separable**")
-    why = _why(fd)
-    if why:
-        lines += ["", "Why (per-stage slopes, points not reals):"] + [f"- {w}" for w in why]
-    vals = [v[k][1] for k in ("alpha_d", "beta_r", "gamma_L") if k in v]
-    if len(vals) == 3 and all(x == "supported" for x in vals):
-        overall = "supported"
-    elif any(x == "contradicted" for x in vals):  # only calls made on >= 3 points
-        overall = "contradicted (for this reconstruction of the algorithm, at this scale)"
-    else:
-        overall = "not separable at this scale"
-    lines += ["", f"**Overall: the r^2 d + L law is {overall}.** See theory/README.md for the interpretation.", ""]
-    if res.get("wall_time"):
-        lines += ["## Wall time", "", "Measured with `time` around the whole command (sweep, fits, plots, summary):",
-                  "", "```", res["wall_time"].strip(), "```", ""]
-    if res.get("seconds") is not None:
-        lines += [f"Sweep time recorded by the process itself: {res['seconds']:.0f} s.", ""]
-    lines += ["## Files", ""] + [f"- ![{f}]({f})" for f in files] + ["- results.json, fits.json", ""]
-    return "\n".join(lines)
+            continue
+        if n:
+            nan_lines.append(f"{name} {n}/{tot}")
+    if nan_lines:
+        L.append("Non-finite values (counted as failures by M*): stage-1 feature quality (DR, ABL) or parameter error "
+                 "(L), candidates per point: " + ", ".join(nan_lines) + ".\n")
+    L.append("## Verdicts (computed by report.py from the fits above)\n")
+    if dr:
+        b = [x for x in fd["bound"] if x["in_regime"] and not x["censored"]]
+        if len(b) >= fits.MIN_POINTS:
+            rr = [x["ratio"] for x in b]
+            L.append(f"- Upper bound: at every one of the {len(b)} in-regime, uncensored DR points the two-stage "
+                     f"memory is at most {max(rr):.2f} (r^2 d + L) (ratio {min(rr):.2f}-{max(rr):.2f}): consistent "
+                     f"with O(r^2 d + L) as an upper bound. A memory below an upper bound cannot refute it.")
+        else:
+            L.append(f"- Upper bound: no verdict (only {len(b)} in-regime, uncensored DR points).")
+        for k in ("two-stage total", "stage 1, feature quality", "stage 1, gradient matching",
+                  "stage 2 alone (on M1*)"):
+            L.append(f"- r ({k}): {_r_verdict(fd['DR'][k])}; with B = 0: {_r_verdict(fd['DR0'][k])}.")
+    if lp:
+        k = "stage 2 (parameter criterion), M2 (d + 1)"
+        L.append(f"- L ({k}): {_l_verdict(fd['L'][k])}.")
+    if fd.get("ABL"):
+        base = fd["ABL"][0]
+        moved = []
+        for row in fd["ABL"][1:]:
+            for k in ("stage 1, feature quality", "stage 1, gradient matching", "stage 2 alone (on M1*)"):
+                lo, hi = base[k]["ci"]
+                if not (lo <= row[k]["M_star"] <= hi):
+                    moved.append(f"{k} at x{row['mult']} ({base[k]['M_star']:g} -> {row[k]['M_star']:g})")
+        L.append("- Convergence: " + ("M* stays inside the x1 bootstrap interval at every ablated step count."
+                                      if not moved else "M* moved outside the x1 interval: " + "; ".join(moved)
+                                      + " (the x1 optimisation is not converged there)."))
+    L.append("")
+    L.append("Plots: " + ", ".join(f"`{f}`" for f in files) + ".\n")
+    return "\n".join(L)
 
 
-def _why(fd: dict) -> list[str]:
-    out = []
-    def sl(s, k):
-        f = fd.get(s, {}).get(k)
-        return None if not f or f["slope"] is None else _fmt_ci(f)
-    if sl("S1", "M1* (points)"):
-        out.append(f"d: stage-1 points M1* ~ d^{sl('S1', 'M1* (points)')}, stage-2 points M2* ~ "
-                   f"d^{sl('S1', 'M2* free (points)')}; memory linear in d means the point counts are flat in d.")
-    if sl("S2", "M1* (points)"):
-        out.append(f"r: M1* ~ r^{sl('S2', 'M1* (points)')}, M2* (free) ~ r^{sl('S2', 'M2* free (points)')}, "
-                   f"M2* (span) ~ r^{sl('S2', 'M2* span (points)')}; an r^2 d total needs the point count of the "
-                   "d-sized stage to grow like r^2.")
-    for kind in ("free", "span"):
-        g = sl("S3", f"total, {kind} stage 2, generalise")
-        rp = sl("S3", f"total, {kind} stage 2, reproduce")
-        if g or rp:
-            out.append(f"L ({kind} stage 2): total ~ L^{g or '-'} (generalise), L^{rp or '-'} (reproduce).")
-    return out
-
-
-def merge_results(out_dir: str, others) -> None:
-    """Add the sweeps of other results.json files (same preset and root key) to out_dir/results.json."""
-    path = os.path.join(out_dir, "results.json")
-    with open(path) as f:
-        res = json.load(f)
-    for o in others:
-        with open(o) as f:
-            other = json.load(f)
-        if other["preset"] != res["preset"] or other["key_seed"] != res["key_seed"]:
-            raise ValueError(f"{o}: preset/key differ from {path}")
-        for name, pts in other["sweeps"].items():
-            have = res["sweeps"].setdefault(name, [])
-            var = dict(S1="d", S2="r", S3="L").get(name)
-            for p in pts:
-                if any(q["config"] == p["config"] for q in have):
-                    raise ValueError(f"{name} point {p['config']} is in both {path} and {o}")
-                have.append(p)
-            if var:
-                have.sort(key=lambda q: q["config"][var])
-        res.setdefault("merged_from", []).append(dict(started=other.get("started"), finished=other.get("finished"),
-                                                      sweeps=sorted(other["sweeps"])))
-    with open(path, "w") as f:
-        json.dump(res, f, separators=(",", ":"))
-
-
-def make_report(out_dir: str, n_boot: int = 1000) -> str:
+def make_report(out_dir: str, n_boot: int = 500) -> dict:
     with open(os.path.join(out_dir, "results.json")) as f:
         res = json.load(f)
     fd = compute_fits(res, n_boot=n_boot)
     with open(os.path.join(out_dir, "fits.json"), "w") as f:
-        json.dump(fd, f, indent=1)
+        json.dump(fd, f, indent=1, default=float)
     files = make_plots(res, fd, out_dir)
-    tp = os.path.join(out_dir, "time.log")   # output of `time` around the sweep command, if it was timed
-    if os.path.exists(tp):
-        with open(tp) as f:
-            res["wall_time"] = f.read()
-    text = make_summary(res, fd, files)
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
-        f.write(text)
-    return text
+        f.write(make_summary(res, fd, files))
+    return fd

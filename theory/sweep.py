@@ -1,107 +1,171 @@
-"""Sweeps S1-S4 of THEORY.md section 9: minimal distilled memory against d, r and L, and the baselines.
+"""Sweeps of the theory/ benchmark (v2): a design that isolates each term of the r^2 d + L law.
 
-``run_point`` measures one grid point for S seeds (vmapped): stage-1 GM, stage-2 PM through ridge (free / span /
-line), end-to-end PM and the real-subset baseline, each with its own minimal-size search. ``run_sweep`` runs a preset
-and writes results.json; ``theory.report`` turns it into plots and summary.md.
+Sweeps (all thresholds FIXED and absolute; the tasks are noiseless with E f*^2 = 1, so the Bayes risk is 0 and a
+test MSE is the excess MSE over the Bayes/target level):
 
-Thresholds (per seed; THEORY.md section 8, made explicit here):
-  eps       = max(2 MSE_full, 0.02)   stage 1: feature quality at a held-out init ("transfer") <= eps;
-  eps_final = max(3 MSE_full, 0.03)   any final model (end-to-end set, real subset, two-stage set) <= eps_final;
-  eps2      = max(1.5 fq(D1_sel), eps_final) stage 2 on the selected stage-1 set (its own ceiling, relaxed only when
-                                      that set's features are themselves worse than eps_final / 1.5);
-  reproduce: E_x (f_D - f_ref)^2 <= 0.01, f_ref = the pool-fitted readout on the same W~1 (S3);
-  param:     ||a_D - a_ref|| / ||a_ref|| <= 0.1 (S3).
-MSE_full: the same pipeline at the same theta_0 on the full data (first layer from n_real points, readout from the
-n_pool pool). M* is the first grid size whose monotone envelope is below the threshold, NaN when not reached.
+* DR (r against r^2): a d x r grid at fixed L, d = m r for m in ``dr_m`` (so d >= 16 r). Per point:
+  - stage 1 (gradient matching over K inits) on the whole size grid, judged twice at a HELD-OUT init:
+    "fq": feature quality (test MSE of the pool-fitted readout on the step taken on the set) <= eps1;
+    "gm": gradient-matching accuracy inside span(U), mean_j (1 - cos(U g~_j, U g_j)) <= tau_gm (the hypothesis
+    that r^2 comes from matching the r x r Hessian block);
+  - stage 2 (performance matching through the closed-form ridge readout, free inputs) on the whole size grid,
+    run on the stage-1 sets of sizes M1* and 2 M1* (M1* from "fq"), judged by the test MSE at the same theta_0
+    <= eps_final; the two-stage total is the smaller of the two totals (a joint rather than greedy minimum over
+    these two stage-1 sizes).
+  Fit (theory.fits): Mem = A(r) d + B(r) per r, then the slope of log A(r) on log r (1: r d; 2: r^2 d).
+* L (+ L): d = l_d, r = 1, L over ``l_L``, parameter criterion ||a_D - a_ref|| / ||a_ref|| <= eps_param with the
+  labels solved in closed form (pipeline.param_closed_errors; generic inputs N(0, I), memory M2 (d + 1)).
+  Fit: censored log-log slope of the stage-2 memory on L (1 expected).
+* ABL: a convergence ablation at one DR point: distillation steps x1, x2, x4 (both stages); M* should not move.
+
+Regime check at every point: the same pipeline trained on the full data (first-layer step on n_real points,
+readout on the n_pool pool) must reach test MSE <= eps_final / 5 and held-out-init feature quality <= eps1 / 5
+(DR, ABL), or test MSE <= l_mse_max (L, where in addition n_pool >= 4 L). Points that fail are reported as out of
+regime and not fitted.
+
+M* (theory.search): the smallest grid size at which the pass rate over ``seeds`` seeds (each the best of
+``restarts`` distillation restarts by its training objective) reaches 1/2 and stays >= 1/2 at every larger grid
+size; right-censored when the pass rate at the cap is below 1/2. Whole curves are run (no early stop).
+
+Resumable: results.json is rewritten after every point; a rerun with the same preset and key skips the points it
+already holds (``run_sweep(resume=True)``, the default).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import os
 import time
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdd.types import JaxddError
 from theory import distill as dd
-from theory import metrics as mt
 from theory import pipeline as pl
 from theory import search as sr
+
+SWEEPS = ("DR", "L", "ABL")
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """Sizes of a sweep. base: defaults of every grid point. S1: d grid at (s1_r, s1_L); S2: r grid at (s2_d, s2_L,
-    s2_L_big for r >= 6); S3: L grid at (s3_d, s3_r); S4: (kind, d, r) control points at s4_L."""
-
     seeds: int
+    restarts: int
     base: pl.Config
-    s1_d: tuple = (16, 32, 64, 128)
-    s1_r: int = 2
-    s1_L: int = 256
-    s2_r: tuple = (1, 2, 3, 4, 6, 8)
-    s2_d: int = 32
-    s2_L: int = 256
-    s2_L_big: int = 512
-    s3_L: tuple = (64, 128, 256, 512, 1024)
-    s3_d: int = 32
-    s3_r: int = 2
-    s4: tuple = (("he3", 32, 1), ("none", 8, 8), ("relu_sum", 32, 2), ("cubic", 32, 2))
-    s4_L: int = 256
-    n_real_min: int = 65536
-    n_real_per: int = 8          # n_real = clip(n_real_per d^2 r, n_real_min, n_real_max)
+    # DR
+    dr_r: tuple = (1, 2, 3, 4)
+    dr_late_r: tuple = ()              # DR values of r run after the L and ABL sweeps
+    dr_m: tuple = (16, 32)            # d = m r
+    dr_L: int = 128
+    eps_final: float = 0.1
+    eps1: float = 0.05
+    tau_gm: float = 0.05
+    s1_cap: tuple = (4, 4)             # stage-1 grid cap = a r + b
+    s2_cap: tuple = (1, 8)             # stage-2 grid cap = a r^2 + b (then at least 2 r + 8)
+    n_real_per: int = 16               # n_real = clip(n_real_per d^2 r, n_real_min, n_real_max)
+    n_real_min: int = 32768
     n_real_max: int = 262144
-    stage2_cap_min: int = 32
-    s3_cap: int = 256            # stage-2 grid cap for the reproduce criteria in S3
-    subset_max: int = 262144     # real-subset bisection range [16, subset_max]
-    e2e_in: tuple = ("S1",)      # sweeps that run end-to-end PM
-    s3_kinds: tuple = ("free", "span", "line")
-    s3_criteria: tuple = ("generalise", "reproduce", "param")
-    e2e_cap: int = 24
-    subset_steps: int = 8
+    # L
+    l_d: int = 8
+    l_r: int = 1
+    l_L: tuple = (64, 128, 256, 512, 1024, 2048)
+    l_M1: int = 4
+    eps_param: float = 0.1
+    l_mse_max: float = 0.02
+    l_pool_per_L: int = 4
+    l_cap_per_L: int = 4               # L-sweep grid up to 4 L points: a unit active on few inputs needs more than L
+    # ABL
+    abl_point: tuple = (16, 1)         # (d, r), at dr_L
+    abl_mult: tuple = (2, 4)
 
 
 PRESETS = {
     "smoke": Preset(
-        seeds=2,
-        base=pl.Config(L=32, n_pool=2048, n_test=2048, K=2, gm_steps=150, pm_steps=150, e2e_steps=60,
-                       e2e_batch=128, chunk=2048),
-        s1_d=(8, 16), s1_r=1, s1_L=32, s2_r=(1, 2), s2_d=16, s2_L=32, s2_L_big=32, s3_L=(16, 32), s3_d=16,
-        s3_r=1, s4=(("he3", 16, 1),), s4_L=32, n_real_min=8192, n_real_max=8192, stage2_cap_min=8, s3_cap=16,
-        subset_max=4096, e2e_in=("S1",), s3_kinds=("free", "line"), e2e_cap=16, subset_steps=5),
-    # cpu: sized for one process on ONE core of this 2-core machine (taskset -c 1, single-threaded XLA) in under
-    # 30 minutes, S1-S4 together. Compiles dominate at these sizes (about 5-7 s per jitted runner and point), so
-    # every candidate bucket is one vmapped call over seeds x sizes, and a configuration shared by two sweeps
-    # (S1 d = 32 = S2 r = 2; S1 d = 16 = S3 L = 256) is measured once with the union of their stages and criteria.
-    # S3 runs at d = 16 (r^2 d = 64, so L = 256, 512 are in the L-dominated regime of r^2 d + L; L = 1024 at
-    # d = 32 spent over 3 minutes in stage-1 evaluation alone), with the free and span stage-2 sets under the
-    # generalise and reproduce criteria: the "param" criterion and the "line" set were censored on every point of
-    # the earlier runs and doubled the cost (they stay in the gpu preset).
+        seeds=3, restarts=1,
+        base=pl.Config(n_pool=1024, n_test=1024, K=2, gm_steps=60, pm_steps=60, chunk=4096),
+        dr_r=(1,), dr_m=(8, 16), dr_L=32, s1_cap=(2, 2), s2_cap=(1, 4), n_real_min=8192, n_real_max=8192,
+        eps_final=0.3, eps1=0.2, tau_gm=0.2, l_d=8, l_L=(16, 32), l_M1=2, l_mse_max=0.3, abl_point=(8, 1),
+        abl_mult=(2,)),
+    # cpu: sized for a shared 2-core machine (README "Presets"): every stage of a point is one padded bucket (one
+    # compile) vmapped over seeds x restarts x sizes; the r = 4 points run last (dr_late_r) so that a run cut short
+    # still holds r = 1..3, L and ABL.
     "cpu": Preset(
-        seeds=3,
-        base=pl.Config(n_pool=8192, n_test=4096, K=4, gm_steps=500, pm_steps=800, e2e_steps=500,
-                       e2e_batch=256, chunk=8192),
-        s1_d=(16, 32, 64, 128), s2_r=(1, 2, 3, 4, 6), s2_L_big=256, s3_L=(32, 64, 128, 256, 512), s3_d=16,
-        s4=(("he3", 32, 1), ("relu_sum", 32, 2)),
-        n_real_max=65536, s3_cap=64, subset_max=65536, s3_kinds=("free", "span"),
-        s3_criteria=("generalise", "reproduce"), subset_steps=7, e2e_in=()),
+        seeds=10, restarts=2,
+        base=pl.Config(n_pool=4096, n_test=2048, K=2, gm_steps=300, pm_steps=400, chunk=8192),
+        dr_r=(1, 2, 3), dr_late_r=(4,), dr_m=(16, 24), dr_L=256, eps1=0.075, eps_final=0.15, tau_gm=0.1, s2_cap=(2, 12),
+        l_d=8, l_L=(64, 128, 256, 512, 1024), abl_point=(16, 1)),
+    # gpu: one H100, calls of <= 8 minutes (experiments/theory_gpu.py --dry-run prints them)
     "gpu": Preset(
-        seeds=5,
-        base=pl.Config(n_pool=65536, n_test=20000, K=16, gm_steps=1500, pm_steps=2000, e2e_steps=1500,
-                       e2e_batch=2048, chunk=16384),
-        s1_d=(64, 128, 256, 512), s1_L=256, s2_r=(1, 2, 4, 6, 8, 12), s2_d=128, s2_L=1024, s2_L_big=1024,
-        s3_L=(256, 1024, 4096, 8192), s3_d=64, s4=(("he3", 64, 1), ("none", 16, 16), ("relu_sum", 64, 2),
-                                                     ("cubic", 64, 2)),
-        s4_L=1024, n_real_per=4, n_real_max=1 << 22, s3_cap=2048, subset_max=1 << 21, e2e_in=("S1", "S2")),
+        seeds=16, restarts=2,
+        base=pl.Config(n_pool=16384, n_test=8192, K=8, gm_steps=1000, pm_steps=1000, chunk=16384),
+        dr_r=(1, 2, 3, 4, 6, 8), dr_late_r=(12,), dr_m=(16, 24), dr_L=1024, n_real_max=1 << 22, eps1=0.075,
+        eps_final=0.15, tau_gm=0.1, l_d=16, l_L=(64, 128, 256, 512, 1024, 2048, 4096, 8192), abl_point=(32, 2)),
 }
 
 
-def _n_real(pre: Preset, d, r):
-    return int(min(max(pre.n_real_per * d * d * r, pre.n_real_min), pre.n_real_max))
+# ------------------------------------------------------------------------------------------------- the plan
 
+def plan(pre: Preset, only=SWEEPS) -> list[tuple[str, int, dict]]:
+    """[(sweep, index, spec)] in run order. spec holds the config overrides and the point's options."""
+    out, late = [], []
+    if "DR" in only:
+        j = 0
+        for r in pre.dr_r + pre.dr_late_r:
+            for m in pre.dr_m:
+                (late if r in pre.dr_late_r else out).append(("DR", j, dict(d=m * r, r=r, L=pre.dr_L)))
+                j += 1
+    if "L" in only:
+        for j, L in enumerate(pre.l_L):
+            out.append(("L", j, dict(d=pre.l_d, r=pre.l_r, L=L)))
+    if "ABL" in only:
+        d, r = pre.abl_point
+        for j, mult in enumerate(pre.abl_mult):
+            out.append(("ABL", j, dict(d=d, r=r, L=pre.dr_L, mult=mult)))
+    return out + late
+
+
+def caps(pre: Preset, r: int) -> tuple[int, int]:
+    a1, b1 = pre.s1_cap
+    a2, b2 = pre.s2_cap
+    return a1 * r + b1, max(a2 * r * r + b2, 2 * r + 8)
+
+
+def point_config(pre: Preset, sweep: str, spec: dict) -> pl.Config:
+    d, r, L = spec["d"], spec["r"], spec["L"]
+    n_real = int(min(max(pre.n_real_per * d * d * r, pre.n_real_min), pre.n_real_max))
+    cfg = dataclasses.replace(pre.base, d=d, r=r, L=L, n_real=n_real)
+    if sweep == "L":
+        cfg = dataclasses.replace(cfg, n_pool=max(cfg.n_pool, pre.l_pool_per_L * L))
+    if sweep == "ABL":
+        cfg = dataclasses.replace(cfg, gm_steps=cfg.gm_steps * spec["mult"], pm_steps=cfg.pm_steps * spec["mult"])
+    return cfg
+
+
+def estimate_seconds(pre: Preset, sweep: str, spec: dict, gflops: float, compile_s: float) -> float:
+    """Rough time of one point: compiles (prepare, references, one per stage call) plus float work at ``gflops``.
+    Calibrated on the machine that runs it (README); a plan, not a measurement."""
+    cfg = point_config(pre, sweep, spec)
+    S, R, K, d, L = pre.seeds, pre.restarts, cfg.K, cfg.d, cfg.L
+    prep = 2.0 * S * (K + 1) * cfg.n_real * L * d + 2.0 * S * (cfg.n_pool * L * (d + L) + L**3)
+    if sweep == "L":
+        M1 = pre.l_M1
+        gm = 8.0 * S * cfg.gm_steps * K * L * d * 16
+        grid = sr.default_grid(pre.l_cap_per_L * L)
+        s2 = S * 4.0 * grid[-1] * L * L
+        return 5 * compile_s + (prep + gm + s2 + 2.0 * S * cfg.n_pool * L * L) / (gflops * 1e9)
+    c1, c2 = caps(pre, cfg.r)
+    p1 = max(16, 1 << (c1 - 1).bit_length())
+    p2 = max(16, 1 << (c2 - 1).bit_length())
+    n1, n2 = len(sr.default_grid(c1)), len(sr.default_grid(c2))
+    s1 = S * n1 * (R * 8.0 * cfg.gm_steps * K * L * d * p1 + 2 * 2.0 * cfg.n_pool * L * (d + L))
+    s2 = 2 * S * n2 * R * cfg.pm_steps * (8.0 * p2 * L * d + 6.0 * p2 * p2 * L + 4.0 * L * L)
+    return 6 * compile_s + (prep + s1 + s2) / (gflops * 1e9)
+
+
+# ------------------------------------------------------------------------------------------------- points
 
 def _seed_keys(key, n):
     return jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(n))
@@ -116,224 +180,187 @@ def _pad_set(D: dd.DistilledSet, pad: int) -> dd.DistilledSet:
     return dd.DistilledSet(jnp.pad(D.x, ((0, extra), (0, 0))), jnp.pad(D.y, (0, extra)), jnp.pad(D.mask, (0, extra)))
 
 
-def _bisect_subset(p1, key, cfg, eps, n_lo, n_hi, steps=9):
-    """Smallest n in [n_lo, n_hi] (geometric bisection) whose real-subset model has test MSE <= eps; NaN if n_hi
-    fails. Returns (n*, list of (n, mse) evaluated)."""
-    tried = []
-    m_hi = pl.real_subset_mse(p1, key, n_hi, cfg.lambda2)
-    tried.append((n_hi, m_hi))
-    if not m_hi <= eps:
-        return float("nan"), tried
-    lo, hi = math.log(n_lo), math.log(n_hi)
-    for _ in range(steps):
-        mid = int(round(math.exp(0.5 * (lo + hi))))
-        m = pl.real_subset_mse(p1, key, mid, cfg.lambda2)
-        tried.append((mid, m))
-        if m <= eps:
-            hi = math.log(mid)
-        else:
-            lo = math.log(mid)
-    return float(int(round(math.exp(hi)))), tried
+def _one_bucket(grid):
+    """Every size of the grid in one padded bucket (one compile per stage and point)."""
+    return max(16, 1 << (int(grid[-1]) - 1).bit_length())
 
 
-def run_point(cfg: pl.Config, key, pre: Preset, *, stage2_kinds=("free",), criteria2=("generalise",),
-              s1_cap=None, s2_cap=None, e2e=False, subset=True, log=print) -> dict:
-    """Measure one grid point for pre.seeds seeds. Returns a JSON-able record (per-seed values, curves, M*)."""
-    t0 = time.time()
-    S = pre.seeds
-    keys = _seed_keys(key, S)
-    probs = pl.prepare_many(keys, cfg)
+def _curve(run, grid, pad):
+    aux, m = run(np.asarray(grid, np.int32), pad)
+    return sr.Curve(list(grid), {k: np.asarray(v, float) for k, v in m.items()}, [aux], [pad])
+
+
+def _refs(probs, cfg):
     ref = pl.references(probs, cfg)
-    mse_full = np.asarray(ref.mse_full, float)
-    eps = np.maximum(2 * mse_full, 0.02)
-    eps_final = np.maximum(3 * mse_full, 0.03)
-    rec = dict(config=dataclasses.asdict(cfg), seeds=S,
-               ref=dict(mse_full=_tolist(mse_full), fq_full_fresh=_tolist(ref.fq_full_fresh),
-                        mse_rf=_tolist(ref.mse_rf), mse_lowrank=_tolist(ref.mse_lowrank)),
-               eps=_tolist(eps), eps_final=_tolist(eps_final),
-               memory_refs=dict(model=mt.memory_model(cfg.d, cfg.L),
-                                model_lowrank=mt.memory_model_lowrank(cfg.d, cfg.L, cfg.r),
-                                claim=mt.memory_claim(cfg.d, cfg.r, cfg.L), full_data=cfg.n_real * (cfg.d + 1)))
-    log(f"  point d={cfg.d} r={cfg.r} L={cfg.L} kind={cfg.kind}: MSE_full med {np.median(mse_full):.4f}, "
-        f"RF {np.median(np.asarray(ref.mse_rf)):.3f}")
+    return ref, dict(mse_full=_tolist(ref.mse_full), fq_full_fresh=_tolist(ref.fq_full_fresh),
+                     mse_rf=_tolist(ref.mse_rf))
 
-    # ---- stage 1
-    cap1 = s1_cap or (4 * cfg.r**2 + 8)
-    grid1 = sr.default_grid(cap1)
-    res1 = sr.search(lambda sz, pad: pl.run_stage1(probs, keys, jnp.asarray(sz), cfg, pad), grid1,
-                     [("fq_fresh", eps)], log=log)
-    idx1 = sr.first_hit(res1.metrics["fq_fresh"], eps)
-    M1 = sr.m_star(res1, "fq_fresh", eps)
-    sel = np.where(idx1 >= 0, idx1, len(res1.sizes) - 1)
-    pick = lambda m: [float(res1.metrics[m][s, sel[s]]) for s in range(S)]
-    rec["stage1"] = dict(sizes=res1.sizes, curves={k: _tolist(v) for k, v in res1.metrics.items()},
-                         M_star=_tolist(M1), mem=_tolist([mt.memory_points(m, cfg.d) if m == m else np.nan
-                                                          for m in M1]),
-                         grid_cap=cap1, at_sel={m: pick(m) for m in ("x_in_span", "offsub", "cos2", "fq_theta0",
-                                                                      "fq_fresh")},
-                         M_used=[float(res1.sizes[i]) for i in sel])
-    log(f"   [{time.time() - t0:.0f} s] stage1 M1* {M1.tolist()} x_in_span {np.round(pick('x_in_span'), 3).tolist()}")
 
-    # ---- stage 2 on the selected stage-1 sets
-    if stage2_kinds:
-        items = sr.select_aux(res1, idx1, lambda aux, s, j, pad: (jax.tree.map(lambda a: a[s, j], aux), pad))
-        P1 = max(p for _, p in items)
-        D1 = jax.tree.map(lambda *a: jnp.stack(a), *[_pad_set(D, P1) for D, _ in items])
-        s2in = pl.stage2_inputs(probs, D1, cfg, ref)
-        fq_sel = np.asarray(pick("fq_theta0"))
-        eps2 = np.maximum(1.5 * fq_sel, eps_final)
-        rec["eps2"] = _tolist(eps2)
-        crit_all = dict(generalise=("test_mse", eps2), reproduce=("agree_ref", np.full(S, 0.01)),
-                        param=("param_rel", np.full(S, 0.1)))
-        cap2 = s2_cap or max(4 * cfg.r**2 + 8, pre.stage2_cap_min)
-        rec["stage2"] = {}
-        M1_used = np.asarray(rec["stage1"]["M_used"])
-        mem1 = np.asarray([mt.memory_points(m, cfg.d) for m in M1_used], float)
-        for kind in stage2_kinds:
-            crits = [crit_all[c] for c in criteria2]
-            res2 = sr.search(lambda sz, pad: (None, pl.run_stage2(probs, s2in, keys, jnp.asarray(sz), kind, cfg,
-                                                                  pad)),
-                             sr.default_grid(cap2), crits, log=log)
-            out = dict(sizes=res2.sizes, curves={k: _tolist(v) for k, v in res2.metrics.items()}, grid_cap=cap2)
-            for c in criteria2:
-                name, e = crit_all[c]
-                M2 = sr.m_star(res2, name, e)
-                mem2 = np.asarray([mt.memory_stage2(kind, m, cfg.d, m1) if m == m else np.nan
-                                   for m, m1 in zip(M2, M1_used)], float)
-                out[c] = dict(M_star=_tolist(M2), mem=_tolist(mem2), mem_total=_tolist(mem1 + mem2))
-            rec["stage2"][kind] = out
-            log(f"   [{time.time() - t0:.0f} s] stage2[{kind}] " + "; ".join(f"{c}: M2* {out[c]['M_star']}" for c in criteria2))
-
-    # ---- end-to-end
-    if e2e:
-        res3 = sr.search(lambda sz, pad: (None, pl.run_e2e(probs, keys, jnp.asarray(sz), cfg, pad)),
-                         sr.default_grid(pre.e2e_cap), [("test_mse", eps_final)],
-                         log=log)
-        M3 = sr.m_star(res3, "test_mse", eps_final)
-        rec["e2e"] = dict(sizes=res3.sizes, curves={k: _tolist(v) for k, v in res3.metrics.items()},
-                          M_star=_tolist(M3),
-                          mem=_tolist([mt.memory_points(m, cfg.d) if m == m else np.nan for m in M3]))
-        log(f"   [{time.time() - t0:.0f} s] e2e M* {M3.tolist()}")
-
-    # ---- real-subset baseline (eager bisection per seed)
-    if subset:
-        ns, tried_all = [], []
-        for s in range(S):
-            p1 = jax.tree.map(lambda a: a[s], probs)
-            n, tried = _bisect_subset(p1, keys[s], cfg, float(eps_final[s]), 16, pre.subset_max,
-                                      steps=pre.subset_steps)
-            ns.append(n)
-            tried_all.append([[int(a), round(float(b), 5)] for a, b in tried])
-        rec["subset"] = dict(n_star=_tolist(ns), mem=_tolist([mt.memory_points(n, cfg.d) if n == n else np.nan
-                                                              for n in ns]), tried=tried_all,
-                             n_max=pre.subset_max)
-        log(f"   [{time.time() - t0:.0f} s] real subset n* {ns}")
+def run_dr_point(cfg: pl.Config, key, pre: Preset, log=print) -> dict:
+    """One DR / ABL point: stage 1 and stage 2 on their whole grids, S seeds x R restarts."""
+    t0 = time.time()
+    S, R = pre.seeds, pre.restarts
+    keys = _seed_keys(key, S)
+    cfg0 = dataclasses.replace(cfg, gm_steps=pre.base.gm_steps, pm_steps=pre.base.pm_steps)  # shared compiles
+    probs = pl.prepare_many(keys, cfg0)
+    ref, refd = _refs(probs, cfg0)
+    mse_full = float(np.median(refd["mse_full"]))
+    fq_full = float(np.median(refd["fq_full_fresh"]))
+    regime = dict(mse_full=mse_full, fq_full_fresh=fq_full, need_mse=pre.eps_final / 5, need_fq=pre.eps1 / 5,
+                  ok=bool(mse_full <= pre.eps_final / 5 and fq_full <= pre.eps1 / 5))
+    rec = dict(config=dataclasses.asdict(cfg), seeds=S, restarts=R, ref=refd, regime=regime,
+               thresholds=dict(eps1=pre.eps1, tau_gm=pre.tau_gm, eps_final=pre.eps_final))
+    log(f"  d={cfg.d} r={cfg.r} L={cfg.L}: MSE_full {mse_full:.4f}, fq_full {fq_full:.4f}, RF "
+        f"{np.median(refd['mse_rf']):.3f}, in regime: {regime['ok']}")
+    c1, c2 = caps(pre, cfg.r)
+    g1 = sr.default_grid(c1)
+    pad1 = _one_bucket(g1)
+    cur1 = _curve(lambda sz, pad: pl.run_stage1(probs, keys, jnp.asarray(sz), cfg, pad, R), g1, pad1)
+    P_fq = sr.passes(cur1.metrics["fq_fresh"], pre.eps1)
+    P_gm = sr.passes(cur1.metrics["gm_cos_fresh"], pre.tau_gm)
+    M1_fq, cens_fq = sr.m_star_rate(g1, P_fq)
+    M1_gm, cens_gm = sr.m_star_rate(g1, P_gm)
+    rec["stage1"] = dict(sizes=g1, curves={k: _tolist(v) for k, v in cur1.metrics.items()},
+                         M_star_fq=M1_fq, censored_fq=cens_fq, M_star_gm=M1_gm, censored_gm=cens_gm)
+    log(f"   [{time.time() - t0:.0f} s] stage 1: M1*(fq) {M1_fq:g}{' cens' if cens_fq else ''}, "
+        f"M1*(gm) {M1_gm:g}{' cens' if cens_gm else ''}")
+    # stage 2 on the stage-1 sets of sizes M1* and 2 M1* (on the stage-1 grid)
+    i1 = g1.index(int(M1_fq))
+    alts = sorted({i1, min(len(g1) - 1, g1.index(min((m for m in g1 if m >= 2 * M1_fq), default=g1[-1])))})
+    g2 = sr.default_grid(c2)
+    pad2 = _one_bucket(g2)
+    rec["stage2"] = []
+    for ia in alts:
+        items = sr.select_aux(cur1, [ia] * S, lambda aux, s, j, pad: jax.tree.map(lambda a: a[s, j], aux))
+        D1 = jax.tree.map(lambda *a: jnp.stack(a), *items)
+        s2in = pl.stage2_inputs(probs, D1, cfg0, ref)
+        cur2 = _curve(lambda sz, pad: (None, pl.run_stage2(probs, s2in, keys, jnp.asarray(sz), "free", cfg, pad,
+                                                           R)), g2, pad2)
+        P2 = sr.passes(cur2.metrics["test_mse"], pre.eps_final)
+        M2, c = sr.m_star_rate(g2, P2)
+        rec["stage2"].append(dict(M1=g1[ia], sizes=g2, curves={k: _tolist(v) for k, v in cur2.metrics.items()},
+                                  M_star=M2, censored=c))
+        log(f"   [{time.time() - t0:.0f} s] stage 2 on M1 = {g1[ia]}: M2* {M2:g}{' cens' if c else ''}")
     rec["seconds"] = round(time.time() - t0, 1)
     return rec
 
 
-def plan_points(pre: Preset, only=("S1", "S2", "S3", "S4"), index=None):
-    """The grid points of a preset: returns (todo, merged). todo: [(sweep, index, over, kw)] in run order;
-    merged: {config key: run_point keyword arguments (union over the sweeps that share the configuration) plus
-    'first' = (sweep, index) of its first occurrence, whose key the measurement uses}."""
-    plan = []
-    if "S1" in only:
-        for d in pre.s1_d:
-            plan.append(("S1", dict(d=d, r=pre.s1_r, L=pre.s1_L), dict(stage2_kinds=("free", "span"),
-                                                                        e2e="S1" in pre.e2e_in)))
-    if "S2" in only:
-        for r in pre.s2_r:
-            L = pre.s2_L if r < 6 else pre.s2_L_big
-            plan.append(("S2", dict(d=pre.s2_d, r=r, L=L), dict(stage2_kinds=("free", "span"),
-                                                                 e2e="S2" in pre.e2e_in)))
-    if "S3" in only:
-        for L in pre.s3_L:
-            plan.append(("S3", dict(d=pre.s3_d, r=pre.s3_r, L=L),
-                         dict(stage2_kinds=pre.s3_kinds, criteria2=pre.s3_criteria,
-                              s2_cap=min(pre.s3_cap, 2 * L), subset=False)))
-    if "S4" in only:
-        for kind, d, r in pre.s4:
-            plan.append(("S4", dict(d=d, r=r, L=pre.s4_L, kind=kind),
-                         dict(stage2_kinds=("free",), s1_cap=(32 if kind in ("he3", "none") else None),
-                              s2_cap=(32 if kind in ("he3", "none") else None))))
-    # identical configurations (e.g. d = 32, r = 2, L = 256 in S1, S2 and S3) are measured once, with the union of
-    # the stages and criteria the sweeps ask for, under the key of their first occurrence; later occurrences carry
-    # a copy of that record marked "borrowed_from".
-    counters: dict = {}
-    todo = []
-    for sweep, over, kw in plan:
-        j = counters[sweep] = counters.get(sweep, -1) + 1
-        if index is not None and j not in index:
-            continue
-        todo.append((sweep, j, over, kw))
-    merged: dict = {}
-    for sweep, j, over, kw in todo:
-        ck = tuple(sorted(over.items()))
-        if ck not in merged:
-            merged[ck] = dict(kw, first=(sweep, j))
-            continue
-        m = merged[ck]
-        for name, default in (("stage2_kinds", ("free",)), ("criteria2", ("generalise",))):
-            have = tuple(m.get(name, default))
-            m[name] = have + tuple(x for x in kw.get(name, default) if x not in have)
-        for name in ("subset", "e2e"):
-            m[name] = bool(m.get(name, name == "subset")) or bool(kw.get(name, name == "subset"))
-        for name in ("s1_cap", "s2_cap"):
-            a, b = m.get(name), kw.get(name)
-            m[name] = None if a is None and b is None else max(x for x in (a, b) if x is not None)
-    return todo, merged
+def run_l_point(cfg: pl.Config, key, pre: Preset, log=print) -> dict:
+    """One L point: a stage-1 set of l_M1 points per seed, then the closed-form parameter stage on the grid
+    1..l_cap_per_L L (M = L generic points do not suffice when a unit's kink is far out: its feature is zero on
+    all of them)."""
+    t0 = time.time()
+    S = pre.seeds
+    keys = _seed_keys(key, S)
+    probs = pl.prepare_many(keys, cfg)
+    ref, refd = _refs(probs, cfg)
+    mse_full = float(np.median(refd["mse_full"]))
+    regime = dict(mse_full=mse_full, need_mse=pre.l_mse_max, n_pool=cfg.n_pool, need_pool=4 * cfg.L,
+                  ok=bool(mse_full <= pre.l_mse_max and cfg.n_pool >= 4 * cfg.L))
+    rec = dict(config=dataclasses.asdict(cfg), seeds=S, restarts=1, ref=refd, regime=regime,
+               thresholds=dict(eps_param=pre.eps_param))
+    log(f"  d={cfg.d} r={cfg.r} L={cfg.L}: MSE_full {mse_full:.4f}, in regime: {regime['ok']}")
+    pad1 = 16
+    D1s, m1 = pl.run_stage1(probs, keys, jnp.asarray([pre.l_M1], jnp.int32), cfg, pad1, 1)
+    D1 = jax.tree.map(lambda a: a[:, 0], D1s)
+    s2in = pl.stage2_inputs(probs, D1, cfg, ref)
+    grid = sr.default_grid(pre.l_cap_per_L * cfg.L)
+    Phi, a_ref = pl.param_features(probs, s2in, keys, int(grid[-1]))
+    err = pl.param_closed_errors(Phi, a_ref, grid)
+    P = sr.passes(err, pre.eps_param)
+    M2, c = sr.m_star_rate(grid, P)
+    rec["stage1"] = dict(M1=pre.l_M1, fq_fresh=_tolist(m1["fq_fresh"][:, 0]), x_in_span=_tolist(m1["x_in_span"][:, 0]))
+    rec["param"] = dict(sizes=grid, curves=dict(param_rel=_tolist(err)), M_star=M2, censored=c)
+    log(f"   [{time.time() - t0:.0f} s] param criterion: M2* {M2:g}{' cens' if c else ''} (of L = {cfg.L})")
+    rec["seconds"] = round(time.time() - t0, 1)
+    return rec
 
 
-def run_sweep(preset: str, out_dir: str, key_seed: int = 0, only: tuple = ("S1", "S2", "S3", "S4"), log=print,
-              index: tuple | None = None):
-    """Run the sweeps of a preset and write out_dir/results.json (incrementally, after each point). ``index``
-    restricts every selected sweep to those point indices; keys depend only on (sweep, index), so separate runs
-    of parts merge into the bits of one run (``python -m theory report DIR --merge ...``), except that a
-    configuration shared by two selected sweeps is measured once under the key of its first occurrence
-    (``plan_points``)."""
-    import os
-
-    t_start = time.time()
-    pre = PRESETS[preset]
-    os.makedirs(out_dir, exist_ok=True)
-    key = jax.random.key(key_seed)
-    results = dict(preset=preset, key_seed=key_seed, preset_config=_preset_dict(pre), sweeps={},
-                   started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
-    path = os.path.join(out_dir, "results.json")
-
-    def save():
-        with open(path, "w") as f:
-            json.dump(results, f, separators=(",", ":"))
-
-    base = pre.base
-    todo, merged = plan_points(pre, only, index)
-    done: dict = {}
-    for sweep, j, over, kw in todo:
-        ck = tuple(sorted(over.items()))
-        if ck in done:
-            rec = json.loads(json.dumps(done[ck]))
-            fs, fj = merged[ck]["first"]
-            rec["borrowed_from"] = (f"the same measurement as {fs} point {fj} (identical configuration, measured "
-                                    f"once with the union of both sweeps' stages and criteria)")
-            log(f"[{time.strftime('%H:%M:%S')}] {sweep} {over}: same configuration as {fs} point {fj}, reused")
-        else:
-            cfg = dataclasses.replace(base, **over, n_real=_n_real(pre, over["d"], over["r"]))
-            log(f"[{time.strftime('%H:%M:%S')}] {sweep} {over}")
-            pkey = jax.random.fold_in(jax.random.fold_in(key, ("S1", "S2", "S3", "S4").index(sweep)), j)
-            run_kw = {k: v for k, v in merged[ck].items() if k != "first"}
-            rec = run_point(cfg, pkey, pre, log=log, **run_kw)
-            done[ck] = rec
-        rec["sweep"] = sweep
-        rec["index"] = j
-        results["sweeps"].setdefault(sweep, []).append(rec)
-        save()
-    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    results["seconds"] = round(time.time() - t_start, 1)
-    save()
-    return results
-
+# ------------------------------------------------------------------------------------------------- driver
 
 def _preset_dict(pre: Preset) -> dict:
     d = dataclasses.asdict(pre)
     d["base"] = dataclasses.asdict(pre.base)
     return d
+
+
+def point_key(root, sweep: str, j: int):
+    return jax.random.fold_in(jax.random.fold_in(root, SWEEPS.index(sweep)), j)
+
+
+def run_sweep(preset: str, out_dir: str, key_seed: int = 0, only=SWEEPS, index=None, log=print,
+              resume: bool = True) -> dict:
+    """Run (or resume) the points of a preset; results.json is rewritten after every point. ``index``: only these
+    point indices of each selected sweep. Points already in results.json (same preset and key) are skipped."""
+    t_start = time.time()
+    pre = PRESETS[preset]
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "results.json")
+    root = jax.random.key(key_seed)
+    results = None
+    if resume and os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        if old.get("preset") == preset and old.get("key_seed") == key_seed and \
+                old.get("preset_config") == json.loads(json.dumps(_preset_dict(pre))):
+            results = old
+        else:
+            raise JaxddError(f"{path} holds a different preset, key or configuration; choose another --out or "
+                              f"delete it (or pass --fresh) to start over")
+    if results is None:
+        results = dict(preset=preset, key_seed=key_seed, preset_config=_preset_dict(pre), points={},
+                       run_seconds={}, started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+
+    def save():
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, separators=(",", ":"))
+        os.replace(tmp, path)
+
+    for sweep, j, spec in plan(pre, only):
+        if index is not None and j not in index:
+            continue
+        name = f"{sweep}/{j}"
+        if name in results["points"]:
+            log(f"[{time.strftime('%H:%M:%S')}] {name} {spec}: already done, skipped")
+            continue
+        cfg = point_config(pre, sweep, spec)
+        log(f"[{time.strftime('%H:%M:%S')}] {name} {spec}")
+        key = point_key(root, sweep, j)
+        if sweep == "ABL":   # same problems and keys as the DR point it ablates (only the step counts differ)
+            same = [jj for s_, jj, sp in plan(pre, ("DR",)) if (sp["d"], sp["r"]) == (spec["d"], spec["r"])]
+            key = point_key(root, "DR", same[0]) if same else key
+        rec = run_l_point(cfg, key, pre, log) if sweep == "L" else run_dr_point(cfg, key, pre, log)
+        rec.update(sweep=sweep, index=j, spec=spec)
+        results["points"][name] = rec
+        save()
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    results["run_seconds"][time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())] = round(time.time() - t_start, 1)
+    save()
+    return results
+
+
+# calibration of --dry-run (GFLOP/s sustained, seconds per XLA compile): cpu fitted to the first three DR points of
+# the committed run (45, 37, 58 s measured; 43, 46, 70 s estimated) on the shared 2-core machine; gpu assumed, not measured
+CALIBRATION = dict(smoke=(30.0, 2.0), cpu=(30.0, 5.0), gpu=(5000.0, 8.0))
+
+
+def print_plan(preset: str, only=SWEEPS, index=None, gflops=None, compile_s=None, out=print) -> float:
+    """Print the planned points with estimated seconds; returns the total."""
+    pre = PRESETS[preset]
+    gf, cs = CALIBRATION[preset]
+    gf, cs = gflops or gf, compile_s or cs
+    total = 0.0
+    out(f"preset {preset}: {pre.seeds} seeds x {pre.restarts} restarts; estimate at {gf:g} GFLOP/s and {cs:g} s "
+        f"per compile")
+    for sweep, j, spec in plan(pre, only):
+        if index is not None and j not in index:
+            continue
+        cfg = point_config(pre, sweep, spec)
+        t = estimate_seconds(pre, sweep, spec, gf, cs)
+        total += t
+        extra = f", steps x{spec['mult']}" if sweep == "ABL" else ""
+        out(f"  {sweep}/{j}: d={cfg.d} r={cfg.r} L={cfg.L} n_real={cfg.n_real} n_pool={cfg.n_pool}{extra}: "
+            f"~{t:.0f} s")
+    out(f"total ~{total:.0f} s ({total / 60:.1f} min)")
+    return total

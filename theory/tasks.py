@@ -1,4 +1,4 @@
-"""Multi-index regression tasks y = g(U x) + noise with Gaussian inputs (THEORY.md section 1, [R]).
+"""Multi-index regression tasks y = g(U x) + noise with Gaussian inputs (reconstructed: theory/README.md).
 
 A task stores the projection ``U`` of shape (r, d) with orthonormal rows (U U^T = I_r) and the link parameters. Every
 link is normalised so that E f* = 0 and E f*^2 = 1 under x ~ N(0, I_d), which makes test MSEs comparable across tasks

@@ -1,21 +1,32 @@
-"""Smoke run of the real entry point: `python -m theory sweep --preset smoke` (first S1 point only, to keep the
-suite short; compilation dominates) writes results, plots and a summary."""
+"""The real entry point: `python -m theory sweep --preset smoke` on one L point (compilation dominates), resumed
+(the finished point is skipped), reported; and --dry-run."""
 import json
 import os
 
 from theory.__main__ import main
 
 
-def test_cli_smoke_sweep(tmp_path):
+def test_cli_smoke_point_resume_and_report(tmp_path, capsys):
     out = str(tmp_path / "smoke")
-    assert main(["sweep", "--preset", "smoke", "--only", "S1", "--index", "0", "--out", out]) == 0
+    assert main(["sweep", "--preset", "smoke", "--only", "L", "--index", "0", "--out", out]) == 0
     with open(os.path.join(out, "results.json")) as f:
         res = json.load(f)
-    pts = res["sweeps"]["S1"]
-    assert [p["config"]["d"] for p in pts] == [8] and pts[0]["index"] == 0
-    for p in pts:
-        assert len(p["stage1"]["M_star"]) == 2 and "free" in p["stage2"] and "subset" in p and "e2e" in p
-    for fn in ("summary.md", "fits.json", "span_share.png"):
-        assert os.path.getsize(os.path.join(out, fn)) > 0
+    p = res["points"]["L/0"]
+    assert p["config"]["L"] == 16 and len(p["param"]["curves"]["param_rel"]) == 3
+    assert p["regime"]["ok"] in (True, False) and "mse_full" in p["regime"]
+    mtime = os.path.getmtime(os.path.join(out, "results.json"))
+    capsys.readouterr()
+    assert main(["sweep", "--preset", "smoke", "--only", "L", "--index", "0", "--out", out, "--no-report"]) == 0
+    assert "already done, skipped" in capsys.readouterr().out
+    with open(os.path.join(out, "results.json")) as f:
+        assert json.load(f)["points"]["L/0"] == p
     text = open(os.path.join(out, "summary.md")).read()
-    assert "Fitted exponents" in text and "Verdict" in text
+    assert "PARTIAL RESULTS" in text and "Verdicts" in text and os.path.getmtime(os.path.join(out, "results.json")) >= mtime
+    # another preset in the same directory is refused with a message, not a traceback
+    assert main(["sweep", "--preset", "cpu", "--only", "L", "--index", "0", "--out", out]) == 2
+
+
+def test_cli_dry_run(capsys):
+    assert main(["sweep", "--preset", "cpu", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "DR/0" in text and "L/0" in text and "ABL/0" in text and "total" in text

@@ -113,3 +113,38 @@ def test_end_to_end_runs_and_improves(problems):
 def _mse(p, S, mask):
     W1, a = th.train_one_step_ridge(p.theta0, S.x, S.y, CFG.lambda2, weights=mask)
     return float(pl.test_mse(W1, p.theta0.b, a, p))
+
+
+def test_gm_cos_error():
+    U = jnp.eye(4)[:2]
+    G = jax.random.normal(jax.random.key(0), (6, 4))
+    assert abs(float(pl.gm_cos_error(G, G, U))) < 1e-6
+    assert abs(float(pl.gm_cos_error(-G, G, U)) - 2.0) < 1e-6
+    # only the in-span part counts; a row with no in-span part counts as 1
+    Goff = G.at[:, 2:].set(5.0)
+    assert abs(float(pl.gm_cos_error(Goff, G, U))) < 1e-6
+    assert abs(float(pl.gm_cos_error(G.at[0, :2].set(0.0), G, U)) - 1 / 6) < 1e-5
+
+
+def test_param_closed_is_the_projection_on_the_feature_row_space(problems, d1):
+    """The closed-form labels reproduce a_ref up to its component outside the row space of the M features: check
+    against a direct least-squares projection, and exact reproduction once M >= L."""
+    p, ref = problems["quad"]
+    D1, _ = d1
+    P1 = jax.tree.map(lambda a: a[None], p)
+    D1s = jax.tree.map(lambda a: a[None], D1)
+    refs = jax.tree.map(lambda a: a[None], ref)
+    s2 = pl.stage2_inputs(P1, D1s, CFG, refs)
+    keys = jax.random.key(0)[None]
+    sizes = (4, 16, CFG.L)
+    Phi, a_ref = pl.param_features(P1, s2, keys, CFG.L)
+    out = pl.param_closed_errors(Phi, a_ref, sizes)[0]
+    assert out[0] > out[1] > out[2] and out[2] < 1e-6
+    # direct projection for M = 16 with the same inputs
+    k = jax.random.fold_in(jax.random.fold_in(keys[0], pl._S2), 7)
+    X = jax.random.normal(k, (CFG.L, CFG.d))[:16]
+    Phi = np.asarray(th.features(s2.W1[0], p.theta0.b, X), float)
+    a = np.asarray(s2.a_ref[0], float)
+    coef = np.linalg.lstsq(Phi.T, a, rcond=None)[0]
+    direct = np.linalg.norm(Phi.T @ coef - a) / np.linalg.norm(a)
+    assert abs(direct - out[1]) < 1e-3 * max(1.0, direct)
