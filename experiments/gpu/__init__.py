@@ -5,7 +5,7 @@
     python3 -m experiments.gpu dm     --out $OUT/dm     --data-dir .data [--cells dm_ipc1,random_ipc1]
     python3 -m experiments.gpu mtt    --out $OUT/mtt    --data-dir .data
     python3 -m experiments.gpu dc     --out $OUT/dc     --data-dir .data
-    python3 -m experiments.gpu theory --out $OUT/theory -- --only S1 --index 0
+    python3 -m experiments.gpu theory --out $OUT/theory -- --only DR --index 0
     python3 -m experiments.gpu STAGE --out DIR --smoke      # CPU, seconds: what CI runs (tests/test_gpu_kit.py)
 
 Each stage is a list of cells (one method at one IPC, one timing, ...). A stage writes ``DIR/STAGE.json`` (every

@@ -51,7 +51,7 @@ SMOKE = {
     "timing": {"ipc": 2, "dm_steps": 2, "dc_rounds": 2, "mtt_steps": (2, 3), "mtt_memory": ("constant", "full"),
                "mtt_images": 10, "mtt_reps": 1, "eval_networks": 2, "eval_epochs": 2, "multi_exp": 2, "multi_steps": 2},
     "probe": {"dm_iterations": 2, "dc_rounds": 0, "eval_epochs": 1},
-    "theory_preset": "smoke", "theory_args": ("--only", "S1", "--index", "0", "--no-report"),
+    "theory_preset": "smoke", "theory_args": ("--only", "DR", "--index", "0", "--no-report"),
 }
 PAPER_OUTER = {1: 1, 10: 10, 20: 20, 30: 30, 40: 40, 50: 50}  # DC/DSA (outer_loop) by IPC; one iteration = that many steps
 
@@ -298,7 +298,7 @@ def _fresh(path: Path) -> Path:
 
 def stage_theory(args, rest, stage, guard, work, only, call):
     """``python -m theory sweep --preset gpu`` with the arguments after ``--`` (the theory module defines the
-    split of the preset into parts: --only S1,S2 / --index 0,1). One cell per distinct argument list."""
+    split of the preset into parts: --only DR,L,ABL / --index 0,1; experiments/theory_gpu.py --dry-run lists the calls). One cell per distinct argument list."""
     s = config(args)
     extra = list(rest) or list(s["theory_args"])
     name = "sweep" + ("_" + "_".join(a.strip("-").replace(",", "+") for a in extra) if extra else "")
@@ -670,12 +670,12 @@ def multi_timing(s: dict, data_dir) -> dict:
 
 def theory_point(s: dict, work: Path, guard) -> dict:
     out = _fresh(work / "theory_first_point")
-    cmd = [sys.executable, "-m", "theory", "sweep", "--preset", s["theory_preset"], "--out", str(out), "--only", "S1",
+    cmd = [sys.executable, "-m", "theory", "sweep", "--preset", s["theory_preset"], "--out", str(out), "--only", "DR",
            "--index", "0", "--no-report"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=max(10.0, guard.remaining()),
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
-    rec = {"command": f"python3 -m theory sweep --preset {s['theory_preset']} --out DIR --only S1 --index 0",
+    rec = {"command": f"python3 -m theory sweep --preset {s['theory_preset']} --out DIR --only DR --index 0",
            "rc": proc.returncode, "seconds": time.perf_counter() - t0,
            "output_tail": (proc.stdout + proc.stderr)[-2000:]}
     if proc.returncode:
