@@ -24,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxdd.data import Preprocess, invert_preprocess, preprocess_from_arrays, preprocess_to_arrays
+from jaxdd.fileio import atomic_write
 from jaxdd.types import JaxddError, PyTree
 
 DIGEST = "jaxdd_digest.json"
@@ -181,15 +182,6 @@ class Checkpointer:
 RUN_JSON = "run.json"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def prepare_out_dir(out_dir: str | os.PathLike, what: str = "--out") -> Path:
     """Create ``out_dir`` (and parents) and check it is a writable directory; a ``JaxddError`` otherwise."""
     out = Path(out_dir)
@@ -279,7 +271,7 @@ def resume_run(out_dir: str | os.PathLike, kind: str, config: dict, *, extendabl
         raise JaxddError(f"{out} holds a run without {RUN_JSON} (made by an older jaxdd), so it cannot be checked "
                          "against this command: use another output directory (or delete this one) to start afresh")
     else:
-        _atomic_write_text(path, json.dumps({"kind": kind, "config": new}, indent=2, sort_keys=True) + "\n")
+        atomic_write(path, json.dumps({"kind": kind, "config": new}, indent=2, sort_keys=True) + "\n")
         return []
     refused, extended = config_differences(old, new, extendable)
     if refused:
@@ -290,7 +282,7 @@ def resume_run(out_dir: str | os.PathLike, kind: str, config: dict, *, extendabl
                          f"settings to resume it, or start a fresh run with another output directory (or delete "
                          f"{out}).")
     if extended or not path.exists():
-        _atomic_write_text(path, json.dumps({"kind": kind, "config": new}, indent=2, sort_keys=True) + "\n")
+        atomic_write(path, json.dumps({"kind": kind, "config": new}, indent=2, sort_keys=True) + "\n")
     if extended:
         log(f"jaxdd: extending the run in {out}: " + ", ".join(f"{k} {a} -> {b}" for k, a, b in extended))
     return extended
@@ -333,7 +325,7 @@ def save_artifact(out_dir: str | os.PathLike, images, labels, preprocess: Prepro
     tmp = out / (ARTIFACT_NPZ + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, out / ARTIFACT_NPZ)
-    _atomic_write_text(out / ARTIFACT_JSON, json.dumps(_jsonable(metadata), indent=2, sort_keys=True))
+    atomic_write(out / ARTIFACT_JSON, json.dumps(_jsonable(metadata), indent=2, sort_keys=True))
     hard = labels if labels.ndim == 1 else labels.argmax(-1)
     save_image_grid(np.asarray(invert_preprocess(preprocess, images)), hard, out / ARTIFACT_PNG,
                     class_names=class_names)

@@ -44,6 +44,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from jaxdd import augment as aug
+from jaxdd.fileio import atomic_write
 from jaxdd.train import epoch_plan, make_train_step
 from jaxdd.types import JaxddError, PRNGKey, PyTree
 
@@ -71,17 +72,8 @@ class ExpertProtocol:
             aug.parse_strategy(self.augment)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _atomic_write_json(path: Path, obj) -> None:
-    _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _expert_file(directory: Path, i: int) -> Path:

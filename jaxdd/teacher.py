@@ -26,7 +26,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -34,7 +34,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdd import augment as aug
 from jaxdd.models import apply_model, get_model, has_batch_stats, init_model
 from jaxdd.train import accuracy, cross_entropy, predict_many
 from jaxdd.types import JaxddError, PRNGKey, PyTree

@@ -165,5 +165,7 @@ def test_paper_loops_and_errors():
     assert paper_loops(1) == (1, 1) and paper_loops(10) == (10, 50) and paper_loops(50) == (50, 10)
     with pytest.raises(JaxddError, match="outer_loop"):
         paper_loops(7)
-    with pytest.raises(JaxddError):
-        gradient_matching(_module(), K, SHAPE, outer_loop=0, inner_loop=1)
+    with pytest.raises(JaxddError, match="outer_loop"):  # 0 / -1 mean the paper's; below that is an error
+        gradient_matching(_module(), K, SHAPE, outer_loop=-1, inner_loop=1)
+    with pytest.raises(JaxddError, match="inner_loop"):
+        gradient_matching(_module(), K, SHAPE, outer_loop=1, inner_loop=-2)

@@ -147,15 +147,22 @@ def _add_distill(p: argparse.ArgumentParser) -> None:
         group.add_argument(_flag(name), dest=f"opt_{name}", **kw)
 
 
-def _run_distill(args) -> int:
+def method_options(args) -> dict:
+    """The method options given on the command line (None = not given), refusing those of other methods."""
     from jaxdd.methods import get_method
-    from jaxdd.pipeline import distill_dataset
 
     spec = get_method(args.method)
     given = {o.name: getattr(args, f"opt_{o.name}", None) for o in spec.options}
     stray = [k[4:] for k, v in vars(args).items() if k.startswith("opt_") and v is not None and k[4:] not in given]
     if stray:
         raise JaxddError(f"options {stray} do not apply to --method {args.method}; its options: {list(given)}")
+    return given
+
+
+def _run_distill(args) -> int:
+    from jaxdd.pipeline import distill_dataset
+
+    given = method_options(args)
     overrides = {}
     if args.lr_img is not None:
         overrides["lr_img"] = args.lr_img

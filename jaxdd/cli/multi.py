@@ -36,17 +36,13 @@ def _add_distill_many(p) -> None:
 
 
 def _run_distill_many(args) -> int:
-    from jaxdd.methods import get_method
+    from jaxdd.cli import method_options
 
     if args.distributed:
         info = shd.initialize_distributed()
         print(f"process {info['process_index']}/{info['process_count']}: {info['local_devices']} local of "
               f"{info['global_devices']} devices")
-    spec = get_method(args.method)
-    given = {o.name: getattr(args, f"opt_{o.name}", None) for o in spec.options}
-    stray = [k[4:] for k, v in vars(args).items() if k.startswith("opt_") and v is not None and k[4:] not in given]
-    if stray:
-        raise JaxddError(f"options {stray} do not apply to --method {args.method}; its options: {list(given)}")
+    given = method_options(args)
     hparams = {}
     if args.lr_img_grid:
         hparams["data"] = _parse_grid(args.lr_img_grid)

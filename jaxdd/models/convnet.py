@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdd.ops.conv import CONV_IMPLS, STEM_MAX_CHANNELS, conv3x3, conv_instnorm_relu_avgpool
+from jaxdd.ops.conv import STEM_MAX_CHANNELS, conv3x3, conv_instnorm_relu_avgpool
 
 Array = jax.Array
 
