@@ -154,7 +154,7 @@ def main(argv=None) -> dict:
           f"(random real subset {100 * res['random_subset']['mean']:.2f} %)")
 
     # 5. The figure of the images per class, with class names.
-    fig = jaxdd.show_synthetic(str(out / "dm"), title=f"DM, {ipc} images per class")
+    fig = jaxdd.show_synthetic(jaxdd.load_artifact(out / "dm"), title=f"DM, {ipc} images per class")
     fig.savefig(out / "dm_synthetic.png")
 
     # 6. A custom objective under the library's jitted step.

@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxdd import augment as aug
 from jaxdd.data import check_images, sample_per_class, class_index
-from jaxdd.models import check_model, get_model, model_name, with_conv_impl
+from jaxdd.models import check_model, eval_module, get_model, model_name  # noqa: F401  (eval_module: its old home)
 from jaxdd.train import TrainProtocol, accuracy, predict_many, train_many
 from jaxdd.types import JaxddError, PRNGKey
 
@@ -136,17 +136,6 @@ def evaluate_synthetic(key: PRNGKey, images: jax.Array, labels: jax.Array, test_
                           group=group)
     accs = jax.vmap(accuracy, in_axes=(0, None))(logits, jnp.asarray(test_labels))
     return EvalResult(np.asarray(accs), model_name(model), protocol)
-
-
-def eval_module(model, num_classes: int, model_kwargs: dict | None = None):
-    """The network evaluation trains: ConvNet-family and ResNet convolutions default to ``conv_impl="auto"``
-    (``jaxdd.models.resolve_conv_impl``): on CPU ``"fused"`` (Winograd and the fused first block), where a training
-    epoch of 100 images with DSA takes 0.22-0.24 s (0.37 s without jaxdd.hostmem's huge pages) against Winograd's
-    0.42 s and vjp's 0.59 s on 28x28x1 (experiments/bench/results/bench_vs_reference*.md), and the library convolution on
-    accelerators. ``model_kwargs`` naming a ``conv_impl`` wins. Test predictions use the model as configured (the
-    library convolution unless ``model_kwargs`` says otherwise)."""
-    kw = dict(model_kwargs or {})
-    return with_conv_impl(get_model(model, num_classes, **kw), None if "conv_impl" in kw else "auto")
 
 
 def random_subset(key: PRNGKey, images: jax.Array, labels: jax.Array, num_classes: int, ipc: int):

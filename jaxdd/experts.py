@@ -245,7 +245,7 @@ def train_experts(key: PRNGKey, x: np.ndarray, y: np.ndarray, out_dir: str | os.
     from jaxdd import __version__
     from jaxdd.checkpoint import Checkpointer, prepare_out_dir, resume_run
     from jaxdd.data import preprocess_to_arrays
-    from jaxdd.evaluate import eval_module
+    from jaxdd.models import eval_module
     from jaxdd.models import init_model
 
     if dtype not in DTYPES:

@@ -411,7 +411,7 @@ def evaluate_many(keys: jax.Array, images: jax.Array, labels: jax.Array, test_im
         raise JaxddError(f"num_models must be >= 1, got {num_models}")
     if images.shape[2:] != tuple(np.shape(test_images)[1:]):
         raise JaxddError(f"synthetic images {images.shape[2:]} but test images {np.shape(test_images)[1:]}")
-    from jaxdd.evaluate import eval_module
+    from jaxdd.models import eval_module
 
     module = eval_module(model, num_classes, model_kwargs)  # the network evaluate_synthetic trains
     net_keys = jax.vmap(lambda k: jax.random.split(k, num_models))(keys).reshape(-1)  # (E*K,) experiment-major

@@ -293,3 +293,33 @@ def evaluate_run(out_dir: str, *, num_models: int | None = None, epochs: int | N
     if save:
         Path(out_dir, "eval.json").write_text(json.dumps(out, indent=2))
     return out
+
+
+def relabel_evaluate_run(run_dir: str, teacher_dir: str, *, num_models: int = 3, model: str | None = None,
+                         protocol=None, seed: int = 0, data_dir: str | None = None,
+                         save: bool = True) -> dict:
+    """Soft-label evaluation of a finished run (``jaxdd distill`` output) with a teacher; also the set's diversity
+    under the teacher. ``protocol``: a ``jaxdd.objectives.recover.RelabelProtocol`` (default: DWA's CIFAR relabel
+    recipe). Writes ``run_dir/relabel_eval.json`` when ``save``."""
+    from jaxdd.objectives.recover import RelabelProtocol, check_teacher, diversity, relabel_evaluate
+    from jaxdd.teacher import load_teacher
+
+    protocol = RelabelProtocol() if protocol is None else protocol
+
+    art = load_artifact(run_dir)
+    meta = art.metadata
+    teacher = load_teacher(teacher_dir)
+    k = int(teacher.meta["num_classes"])
+    check_teacher(teacher, k, art.images.shape[1:], art.preprocess)
+    test = load(meta.get("dataset") or teacher.meta["dataset"], "test", data_dir)
+    x_test = apply_preprocess(art.preprocess, test.images)
+    model = model or meta.get("model", "ConvNet")
+    res = relabel_evaluate(jax.random.key(seed), art.images, teacher, x_test, test.labels, model=model,
+                           model_kwargs=meta.get("model_kwargs") or None, num_models=num_models, protocol=protocol)
+    out = {"soft_label": res, "teacher": str(teacher_dir), "teacher_test_accuracy": teacher.meta.get("test_accuracy"),
+           "seed": seed}
+    if int(meta.get("images_per_class", 1)) >= 2:
+        out["diversity"] = diversity(teacher.module, teacher.variables, art.images, art.labels, k)
+    if save:
+        Path(run_dir, "relabel_eval.json").write_text(json.dumps(out, indent=2))
+    return out

@@ -88,17 +88,16 @@ def show_synthetic(images: Any, labels: Any = None, class_names=None, preprocess
     """A ``matplotlib.figure.Figure`` of a synthetic set, one row per class labelled with its class name.
 
     images: (n, h, w, c) images, with ``preprocess`` the normalised images a run produces (they are de-normalised
-    with it), without it images in [0, 1]; labels (n,) or soft (n, K). Or pass a run directory (or a loaded
-    ``Artifact``, or the dict ``distill_dataset`` returns) as ``images`` alone: its images, labels, preprocessing and
+    with it), without it images in [0, 1]; labels (n,) or soft (n, K). Or pass a loaded ``Artifact``
+    (``jaxdd.load_artifact(run_dir)``) or the dict ``distill_dataset`` returns as ``images`` alone: its images, labels, preprocessing and
     class names are used. At most ``max_per_class`` images of a class are shown. Nothing is drawn through pyplot:
     display the returned figure (a notebook shows it as a cell's value) or ``fig.savefig("grid.png")``.
     """
     from jaxdd.types import JaxddError
 
     if isinstance(images, (str, os.PathLike)):
-        from jaxdd.checkpoint import load_artifact
-
-        images = load_artifact(images)
+        raise JaxddError(f"show_synthetic takes images, an Artifact or distill_dataset's result; for a run directory "
+                         f"pass jaxdd.load_artifact({str(images)!r})")
     if hasattr(images, "metadata") and hasattr(images, "preprocess"):  # an Artifact
         art = images
         images, labels = art.images, art.labels if labels is None else labels
@@ -112,7 +111,7 @@ def show_synthetic(images: Any, labels: Any = None, class_names=None, preprocess
         preprocess = out.get("preprocess") if preprocess is None else preprocess
         class_names = class_names or out.get("class_names")
     if labels is None:
-        raise JaxddError("show_synthetic needs labels with images (or a run directory, an Artifact or the dict "
+        raise JaxddError("show_synthetic needs labels with images (or an Artifact or the dict "
                          "distill_dataset returns)")
     images = np.asarray(images, np.float32)
     if preprocess is not None:

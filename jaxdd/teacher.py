@@ -183,7 +183,7 @@ def train_teacher(dataset: str, model: str, out_dir, *, config: TeacherConfig = 
     """Train (or resume) a teacher on ``dataset``'s training split; writes ``out_dir``; returns its metadata."""
     from jaxdd.checkpoint import Checkpointer, resume_run
     from jaxdd.data import apply_preprocess, load, preprocess_to_arrays
-    from jaxdd.evaluate import eval_module
+    from jaxdd.models import eval_module
     from jaxdd.pipeline import prepare_data
 
     model_kwargs = dict(model_kwargs or {})

@@ -67,7 +67,7 @@ import numpy as np
 x = np.random.default_rng(0).random((4, 5, 5, 1), dtype=np.float32)
 pre = jaxdd.fit_preprocess(x)
 jaxdd.save_artifact({str(tmp_path)!r}, x, np.array([0, 0, 1, 1]), pre, {{}}, class_names=("a", "b"))
-fig = jaxdd.show_synthetic({str(tmp_path)!r})
+fig = jaxdd.show_synthetic(jaxdd.load_artifact({str(tmp_path)!r}))
 assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
 assert "matplotlib.pyplot" not in sys.modules, "jaxdd imported pyplot"
 print("ok", type(fig).__name__)
@@ -159,9 +159,9 @@ def test_module_errors_in_distill_dataset_say_what_to_do():
 
 def test_registered_dataset_and_model_by_name_record_names(tmp_path, monkeypatch):
     from jaxdd import models
-    from jaxdd.data import custom
+    from jaxdd.data import datasets
 
-    monkeypatch.setattr(custom, "_CUSTOM", dict(custom._CUSTOM))
+    monkeypatch.setattr(datasets, "REGISTERED", dict(datasets.REGISTERED))
     monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
     splits = {"train": _arrays(), "test": _arrays(5, seed=1)}
     jaxdd.register_dataset("toy3", lambda split: splits[split], class_names=("left", "mid", "right"))

@@ -453,9 +453,9 @@ def test_from_arrays_errors(images, labels, kw, match):
 
 def test_register_dataset_loads_by_name_and_as_dataset(monkeypatch):
     from jaxdd.data import as_dataset, register_dataset
-    from jaxdd.data import custom
+    from jaxdd.data import datasets
 
-    monkeypatch.setattr(custom, "_CUSTOM", dict(custom._CUSTOM))  # registrations stay inside this test
+    monkeypatch.setattr(datasets, "REGISTERED", dict(datasets.REGISTERED))  # registrations stay inside this test
     rng = np.random.default_rng(1)
     splits = {s: (rng.random((12, 4, 4, 3), dtype=np.float32), np.arange(12) % 2) for s in ("train", "test")}
     register_dataset("toy_pairs", lambda split: splits[split], class_names=("cat", "dog"))

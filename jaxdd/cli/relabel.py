@@ -1,7 +1,8 @@
 """``jaxdd relabel-eval``: soft-label evaluation with a teacher (``jaxdd.objectives.recover``)."""
 from __future__ import annotations
 
-from jaxdd.objectives.recover import RelabelProtocol, relabel_evaluate_run
+from jaxdd.objectives.recover import RelabelProtocol
+from jaxdd.pipeline import relabel_evaluate_run
 
 
 def _add_relabel_arguments(p) -> None:

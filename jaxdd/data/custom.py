@@ -16,10 +16,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from jaxdd.data.datasets import Dataset
+from jaxdd.data import datasets as _datasets
+from jaxdd.data.datasets import Dataset, load
 from jaxdd.types import JaxddError
-
-_CUSTOM: dict[str, tuple[Callable[[str], Any], tuple[str, ...] | None]] = {}
 
 
 def from_arrays(images, labels, *, class_names: tuple[str, ...] | list[str] | None = None,
@@ -95,11 +94,11 @@ def register_dataset(name: str, loader: Callable[[str], Any], *, class_names=Non
     if not isinstance(name, str) or not name or not callable(loader):
         raise JaxddError(f"register_dataset(name, loader) needs a non-empty name and a callable loader(split); "
                          f"got {name!r}, {loader!r}")
-    _CUSTOM[name] = (loader, None if class_names is None else tuple(str(c) for c in class_names))
+    class_names = None if class_names is None else tuple(str(c) for c in class_names)
+    _datasets.REGISTERED[name] = lambda split: _load_registered(name, loader, class_names, split)
 
 
-def load_registered(name: str, split: str) -> Dataset:
-    loader, class_names = _CUSTOM[name]
+def _load_registered(name: str, loader: Callable[[str], Any], class_names, split: str) -> Dataset:
     out = loader(split)
     if isinstance(out, Dataset):
         return out._replace(name=name, split=split)
@@ -116,8 +115,6 @@ def is_array_pair(data: Any) -> bool:
 
 def as_dataset(data: Any, split: str = "train", data_dir: str | os.PathLike | None = None) -> Dataset:
     """A ``Dataset`` from a name (``load(name, split, data_dir)``), a ``Dataset`` (as it is) or (images, labels)."""
-    from jaxdd.data.datasets import load
-
     if isinstance(data, str):
         return load(data, split, data_dir)
     if isinstance(data, Dataset):

@@ -29,7 +29,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -120,11 +120,13 @@ _HOW_TO = {
 }
 
 
+# Datasets added with ``jaxdd.data.custom.register_dataset``: name -> load(split) -> Dataset.
+REGISTERED: dict[str, Callable[[str], "Dataset"]] = {}
+
+
 def available_datasets() -> tuple[str, ...]:
     """The names ``load`` accepts (built-in, then those added with ``register_dataset``)."""
-    from jaxdd.data.custom import _CUSTOM
-
-    return tuple(_SPECS) + tuple(n for n in _CUSTOM if n not in _SPECS)
+    return tuple(_SPECS) + tuple(n for n in REGISTERED if n not in _SPECS)
 
 
 # ----------------------------------------------------------------------------------------------------- digits
@@ -364,10 +366,8 @@ def load(name: str, split: str = "train", data_dir: str | os.PathLike | None = N
     Raises:
       JaxddError: unknown name, bad split, or the data was found nowhere (the message lists every location tried).
     """
-    from jaxdd.data.custom import _CUSTOM, load_registered
-
-    if name in _CUSTOM:
-        return load_registered(name, split)
+    if name in REGISTERED:
+        return REGISTERED[name](split)
     spec = _SPECS.get(name)
     if spec is None:
         raise JaxddError(f"Unknown dataset {name!r}. Known datasets: {', '.join(sorted(available_datasets()))}. "

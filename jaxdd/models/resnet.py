@@ -126,14 +126,3 @@ def resnet18bn(num_classes: int, **kw) -> ResNet:
 def resnet8bn(num_classes: int, **kw) -> ResNet:
     return ResNet(num_classes=num_classes, **{"blocks": (1, 1, 1), "widths": (16, 32, 64), "strides": (1, 2, 2),
                                                "norm": "batchnorm", **kw})
-
-
-def _register():
-    from jaxdd.models import register_model
-
-    register_model("ResNet18", resnet18)
-    register_model("ResNet18BN", resnet18bn)
-    register_model("ResNet8BN", resnet8bn)
-
-
-_register()

@@ -368,7 +368,7 @@ def relabel_evaluate(key: PRNGKey, images, teacher, test_images, test_labels, *,
     {"mean", "std", "accuracies", "model", "protocol"} of their test accuracies. ``group``: students per vmapped
     program (default ``jaxdd.train.default_group``: all on GPU/TPU, one at a time on CPU); student i depends only
     on its key."""
-    from jaxdd.evaluate import eval_module
+    from jaxdd.models import eval_module
     from jaxdd.train import default_group, epoch_plan, predict_many
 
     x = jnp.asarray(images, jnp.float32)
@@ -456,34 +456,6 @@ def diversity(module: nn.Module, variables: PyTree, images, labels, num_classes:
         sim = fc @ fc.T
         per_class.append(float((m * m - jnp.sum(sim)) / (m * (m - 1))))  # mean of 1 - cos over i != j
     return {"mean": float(np.mean(per_class)), "per_class": per_class, "feature": feature}
-
-
-def relabel_evaluate_run(run_dir: str, teacher_dir: str, *, num_models: int = 3, model: str | None = None,
-                         protocol: RelabelProtocol = RelabelProtocol(), seed: int = 0, data_dir: str | None = None,
-                         save: bool = True) -> dict:
-    """Soft-label evaluation of a finished run (``jaxdd distill`` output) with a teacher; also the set's diversity
-    under the teacher. Writes ``run_dir/relabel_eval.json`` when ``save``."""
-    from jaxdd.checkpoint import load_artifact
-    from jaxdd.data import apply_preprocess, load
-    from jaxdd.teacher import load_teacher
-
-    art = load_artifact(run_dir)
-    meta = art.metadata
-    teacher = load_teacher(teacher_dir)
-    k = int(teacher.meta["num_classes"])
-    check_teacher(teacher, k, art.images.shape[1:], art.preprocess)
-    test = load(meta.get("dataset") or teacher.meta["dataset"], "test", data_dir)
-    x_test = apply_preprocess(art.preprocess, test.images)
-    model = model or meta.get("model", "ConvNet")
-    res = relabel_evaluate(jax.random.key(seed), art.images, teacher, x_test, test.labels, model=model,
-                           model_kwargs=meta.get("model_kwargs") or None, num_models=num_models, protocol=protocol)
-    out = {"soft_label": res, "teacher": str(teacher_dir), "teacher_test_accuracy": teacher.meta.get("test_accuracy"),
-           "seed": seed}
-    if int(meta.get("images_per_class", 1)) >= 2:
-        out["diversity"] = diversity(teacher.module, teacher.variables, art.images, art.labels, k)
-    if save:
-        Path(run_dir, "relabel_eval.json").write_text(json.dumps(out, indent=2))
-    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
