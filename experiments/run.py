@@ -38,7 +38,7 @@ def distill_and_evaluate(cfg: dict, tiny: bool, out_dir: str) -> dict:
     ev = {"models": 3, "epochs": 300, "augment": True, **cfg.get("eval", {})}
     t_experts = 0.0
     if "experts" in cfg:
-        from jaxdd.experts import make_experts
+        from jaxdd.api import make_experts
 
         t0 = time.perf_counter()
         make_experts(cfg["dataset"], seed=cfg.get("seed", 0), zca=cfg.get("zca", False), progress=not tiny,

@@ -22,14 +22,14 @@ __version__ = "0.1.0"
 from jaxdd import augment, data, models  # noqa: E402
 from jaxdd.augment import DSA_DEFAULT, DSA_NO_FLIP, DCParams, DSAParams, dc_augment, parse_strategy  # noqa: E402
 from jaxdd.augment import dsa as dsa_augment  # noqa: E402
-from jaxdd.checkpoint import Artifact, Checkpointer, load_artifact, save_artifact  # noqa: E402
+from jaxdd.checkpoint import Artifact, Checkpointer, load_artifact, load_teacher, save_artifact  # noqa: E402
 from jaxdd.data import (  # noqa: E402
     Dataset, Preprocess, apply_preprocess, as_dataset, available_datasets, class_index, fingerprint, fit_preprocess,
     from_arrays, invert_preprocess, load, register_dataset, sample_per_class, split_train_val,
 )
 from jaxdd.distill import (  # noqa: E402
-    DistillConfig, DistillResult, DistillState, JsonlLogger, RealPool, distill, distill_step, init_state, make_pool,
-    make_step,
+    DistillConfig, DistillResult, DistillState, JsonlLogger, MultiResult, RealPool, distill, distill_many, distill_step,
+    init_state, make_pool, make_step,
 )
 from jaxdd.evaluate import EvalResult, evaluate_random_subset, evaluate_synthetic, random_subset  # noqa: E402
 from jaxdd.methods import MethodSpec, Option, available_methods, get_method, register_method  # noqa: E402
@@ -39,8 +39,11 @@ from jaxdd.models import (  # noqa: E402
 from jaxdd.objectives import (  # noqa: E402
     Objective, Synthetic, bptt, dc, dm, dwa, gradient_matching, kip, mtt, recover, sre2l, with_mutual_info,
 )
-from jaxdd.pipeline import (  # noqa: E402
-    available_parameterizations, distill_dataset, evaluate_run, register_parameterization,
+from jaxdd.objectives.recover.teacher import TeacherConfig  # noqa: E402
+from jaxdd.objectives.trajectory.experts import ExpertBuffer, ExpertProtocol, train_experts  # noqa: E402
+from jaxdd.api import (  # noqa: E402
+    available_parameterizations, distill_dataset, distill_many_dataset, evaluate_many_runs, evaluate_run,
+    make_experts, register_parameterization, relabel_evaluate_run, train_teacher,
 )
 from jaxdd.plots import save_image_grid, show_synthetic  # noqa: E402  (matplotlib is imported on first use)
 from jaxdd.synthetic import Parameterization, pixel_budget, pixels  # noqa: E402
@@ -65,5 +68,5 @@ def dsa(module, num_classes, image_shape, *args, **kwargs):
 
 
 from jaxdd import objectives  # noqa: E402
-from jaxdd import sharding  # noqa: E402  (jaxdd.multi is imported explicitly: it registers CLI subcommands)
+from jaxdd import sharding  # noqa: E402
 from jaxdd.sharding import initialize_distributed, make_mesh, shard_objective, shard_pool  # noqa: E402

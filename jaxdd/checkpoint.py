@@ -17,14 +17,14 @@ import shutil
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxdd.data import Preprocess, invert_preprocess, preprocess_from_arrays, preprocess_to_arrays
-from jaxdd.fileio import atomic_write
+from jaxdd.fileio import _first_line, _jsonable, atomic_write
 from jaxdd.types import JaxddError, PyTree
 
 DIGEST = "jaxdd_digest.json"
@@ -50,11 +50,6 @@ def state_digest(state: PyTree) -> dict:
 
 def _addressable(state: PyTree) -> bool:
     return all(getattr(a, "is_fully_addressable", True) for a in jax.tree.leaves(state))
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
 
 
 class _quiet_failed_reads:
@@ -179,115 +174,6 @@ class Checkpointer:
 # Run directories: created with the resolved configuration, resumed only with the same one
 
 
-RUN_JSON = "run.json"
-
-
-def prepare_out_dir(out_dir: str | os.PathLike, what: str = "--out") -> Path:
-    """Create ``out_dir`` (and parents) and check it is a writable directory; a ``JaxddError`` otherwise."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise JaxddError(f"{what} {out} is an existing file, not a directory: give a directory path for the run")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".jaxdd_write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise JaxddError(f"cannot write the run directory {what} {out}: {e.strerror or e}; choose a writable "
-                         "location") from None
-    return out
-
-
-def _flatten(d: Any, prefix: str = "") -> dict:
-    if isinstance(d, dict):
-        out = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out if out or not prefix else {prefix[:-1]: {}}
-    return {prefix[:-1]: d}
-
-
-def _show(v: Any) -> str:
-    return "(absent)" if v is _ABSENT else json.dumps(v)
-
-
-_ABSENT = object()
-
-
-def config_differences(old: dict, new: dict, extendable: Sequence[str] = ()) -> tuple[list, list]:
-    """(refused, extended): lists of (field, old, new) between two configurations (nested dicts compared per dotted
-    field). A field in ``extendable`` whose new value is a larger number is an extension; anything else that
-    differs is refused."""
-    a, b = _flatten(old), _flatten(new)
-    refused, extended = [], []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k, _ABSENT), b.get(k, _ABSENT)
-        if va == vb:
-            continue
-        if (k in extendable and isinstance(va, (int, float)) and isinstance(vb, (int, float))
-                and not isinstance(va, bool) and vb > va):
-            extended.append((k, va, vb))
-        else:
-            refused.append((k, va, vb))
-    return refused, extended
-
-
-def _holds(p: Path) -> bool:
-    """Whether ``p`` holds work: a file, or a directory with something in it."""
-    return p.is_file() or (p.is_dir() and any(p.iterdir()))
-
-
-def resume_run(out_dir: str | os.PathLike, kind: str, config: dict, *, extendable: Sequence[str] = (),
-               legacy: dict | None = None, markers: Sequence[str] = ("checkpoints",),
-               log=lambda s: print(s, file=sys.stderr, flush=True)) -> list:
-    """Create the run directory ``out_dir`` of a ``jaxdd <kind>`` run, or check that a rerun matches it.
-
-    A new directory gets ``run.json`` ({"kind", "config"}: the resolved configuration, written atomically). An
-    existing one is compared field by field with ``config``: a larger value of a field in ``extendable`` (e.g.
-    ``iterations``) extends the run (said in one line; run.json is updated), any other difference raises a
-    ``JaxddError`` listing every differing field (old -> new) and how to start a fresh run. A directory without
-    run.json that already holds one of ``markers`` (a run of an older jaxdd) is compared with ``legacy`` when given
-    (the configuration it recorded elsewhere), and refused otherwise. While none of ``markers`` holds anything (no
-    checkpoint or result yet: e.g. the first attempt failed on a bad option), run.json is simply rewritten. Returns
-    the extensions [(field, old, new)].
-    """
-    out = prepare_out_dir(out_dir)
-    new = json.loads(json.dumps(_jsonable(config)))
-    path = out / RUN_JSON
-    has_work = any(_holds(out / m) for m in markers)
-    if path.exists() and has_work:
-        try:
-            saved = json.loads(path.read_text())
-            old_kind, old = saved["kind"], saved["config"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise JaxddError(f"{path} is unreadable ({_first_line(e)}): cannot check what run {out} holds; use "
-                             "another output directory") from None
-        if old_kind != kind:
-            raise JaxddError(f"{out} holds a `jaxdd {old_kind}` run, not a `jaxdd {kind}` one: use another output "
-                             "directory")
-    elif legacy is not None and has_work:
-        old = json.loads(json.dumps(_jsonable(legacy)))
-    elif has_work:
-        raise JaxddError(f"{out} holds a run without {RUN_JSON} (made by an older jaxdd), so it cannot be checked "
-                         "against this command: use another output directory (or delete this one) to start afresh")
-    else:
-        atomic_write(path, json.dumps({"kind": kind, "config": new}, indent=2, sort_keys=True) + "\n")
-        return []
-    refused, extended = config_differences(old, new, extendable)
-    if refused:
-        lines = "\n".join(f"  {k}: {_show(a)} -> {_show(b)}" for k, a, b in refused)
-        ext = f" (only a larger {' / '.join(extendable)} extends it)" if extendable else ""
-        raise JaxddError(f"{out} holds a `jaxdd {kind}` run made with other settings; resuming would mix two "
-                         f"runs{ext}. Differing fields (saved -> this command):\n{lines}\nRerun with the saved "
-                         f"settings to resume it, or start a fresh run with another output directory (or delete "
-                         f"{out}).")
-    if extended or not path.exists():
-        atomic_write(path, json.dumps({"kind": kind, "config": new}, indent=2, sort_keys=True) + "\n")
-    if extended:
-        log(f"jaxdd: extending the run in {out}: " + ", ".join(f"{k} {a} -> {b}" for k, a, b in extended))
-    return extended
-
-
 class Artifact(NamedTuple):
     images: np.ndarray  # (n, h, w, c) normalised
     labels: np.ndarray  # (n,) or (n, k)
@@ -298,18 +184,6 @@ class Artifact(NamedTuple):
 ARTIFACT_NPZ = "synthetic.npz"
 ARTIFACT_JSON = "synthetic.json"
 ARTIFACT_PNG = "synthetic.png"
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.generic,)):
-        return obj.item()
-    if isinstance(obj, (np.ndarray, jax.Array)):
-        return np.asarray(obj).tolist()
-    return obj
 
 
 def save_artifact(out_dir: str | os.PathLike, images, labels, preprocess: Preprocess, metadata: dict,
@@ -379,3 +253,41 @@ def check_artifact(art: Artifact, num_classes: int, image_shape: Sequence[int] |
             raise JaxddError(f"{where}: label vectors of shape {y.shape}; need ({n}, {num_classes}) finite values")
     else:
         raise JaxddError(f"{where}: labels of shape {y.shape}; need (n,) class ids or (n, K) label vectors")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# SRe2L/DWA teachers: final/ (orbax, the trained variables) and teacher.json
+
+TEACHER_JSON = "teacher.json"
+
+
+def save_teacher(out_dir, model: str, model_kwargs: dict, variables: PyTree, meta: dict) -> Path:
+    """Write ``final/`` (orbax) and ``teacher.json`` for a trained teacher; returns the directory."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "final").exists():
+        shutil.rmtree(out / "final")
+    ck = Checkpointer(out / "final", max_to_keep=1)
+    ck.save(int(meta.get("epochs_done", 0)), variables)
+    ck.close()
+    meta = {**meta, "model": model, "model_kwargs": dict(model_kwargs)}
+    (out / TEACHER_JSON).write_text(json.dumps(_jsonable(meta), indent=2, sort_keys=True))
+    return out
+
+
+def load_teacher(path):
+    """Load a teacher written by ``train_teacher``/``save_teacher`` (or ``jaxdd teacher``)."""
+    from jaxdd.models import get_model, init_model
+    from jaxdd.objectives.recover.teacher import Teacher
+
+    out = Path(path)
+    if not (out / TEACHER_JSON).exists() or not (out / "final").exists():
+        raise JaxddError(f"{out} holds no finished teacher (need {TEACHER_JSON} and final/): train one with "
+                         f"`jaxdd teacher --dataset NAME --model ConvNetBN --out {out}` (rerun it to resume)")
+    meta = json.loads((out / TEACHER_JSON).read_text())
+    module = get_model(meta["model"], int(meta["num_classes"]), **(meta.get("model_kwargs") or {}))
+    target = jax.eval_shape(lambda: init_model(module, jax.random.key(0), tuple(meta["image_shape"])))
+    ck = Checkpointer(out / "final", max_to_keep=1)
+    variables = ck.restore(target)
+    ck.close()
+    return Teacher(module, variables, meta)

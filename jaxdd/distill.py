@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,36 +26,12 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from jaxdd.data import ClassIndex, check_images, check_ipc, class_index, sample_per_class
+from jaxdd import sharding as shd
+from jaxdd.data import RealPool, check_ipc, make_pool, sample_per_class, sample_real  # noqa: F401
 from jaxdd.objectives.base import Objective, Synthetic
 from jaxdd.synthetic.base import Parameterization, class_major_labels
-from jaxdd.types import Batch, JaxddError, PRNGKey, PyTree
-
-
-class RealPool(NamedTuple):
-    """The real training data the objective samples from, on device: images (N,h,w,c) normalised, labels (N,)."""
-
-    images: jax.Array
-    labels: jax.Array
-    index: ClassIndex
-
-    @property
-    def num_classes(self) -> int:
-        return self.index.table.shape[0]
-
-
-def make_pool(images, labels, num_classes: int) -> RealPool:
-    images = check_images(images, "real training images")
-    labels = np.asarray(labels, np.int32)
-    if labels.shape != (images.shape[0],):
-        raise JaxddError(f"{images.shape[0]} real images but labels of shape {labels.shape}; give one int label each")
-    return RealPool(jnp.asarray(images, jnp.float32), jnp.asarray(labels), class_index(labels, num_classes))
-
-
-def sample_real(pool: RealPool, key: PRNGKey, per_class: int) -> Batch:
-    """A class-major real batch of ``per_class`` images of every class: (K*per_class, h, w, c)."""
-    idx = sample_per_class(key, pool.index, per_class).reshape(-1)
-    return Batch(pool.images[idx], pool.labels[idx])
+from jaxdd.train import compiled
+from jaxdd.types import Batch, JaxddError, PRNGKey, PyTree, path_str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,10 +80,6 @@ class DistillState(NamedTuple):
     obj_state: PyTree
 
 
-def _path_str(path) -> str:
-    return "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
-
-
 def synthetic_optimizer(syn: PyTree, config: DistillConfig) -> optax.GradientTransformation:
     """optax.multi_transform with one optimiser per lr group; a leaf uses the longest matching path prefix.
 
@@ -116,7 +88,7 @@ def synthetic_optimizer(syn: PyTree, config: DistillConfig) -> optax.GradientTra
     table = config.lr_table()
 
     def group(path) -> str:
-        p = _path_str(path)
+        p = path_str(path)
         best = max((k for k in table if p == k or p.startswith(k + "/")), key=len, default=None)
         if best is None:
             raise JaxddError(f"no learning rate for synthetic leaf {p!r}; give one in DistillConfig.lrs")
@@ -280,6 +252,124 @@ def check_resumed_step(step: int, config: DistillConfig, where) -> None:
                          "cannot be shortened; use the original iterations or another output directory")
 
 
+class _Runs(NamedTuple):
+    """The runs one loop drives: one unstacked run (``distill``) or E stacked ones (``distill_many``)."""
+
+    num: int
+    stacked: bool
+    take: Callable  # (state, i) -> run i's state
+    decode: Callable  # state -> (images, labels): (n, ...) or (E, n, ...)
+
+
+def _drive(runs: _Runs, state: DistillState, step_fn: Callable, pool: RealPool, keys, config: DistillConfig, *,
+           name: str, out_dirs: Sequence, evaluator, callbacks: Sequence, place: Callable = lambda s: s
+           ) -> tuple[DistillState, list[list[dict]], set[int]]:
+    """THE distillation loop, for ``runs.num`` runs at once; returns (state, per-run histories, diverged runs).
+
+    Per run i: checkpoints in ``out_dirs[i]/checkpoints`` (cadence: ``CheckpointClock``), metrics rows to
+    ``out_dirs[i]/metrics.jsonl`` and to every callback (``callback(step, metrics)``; with several runs the metrics
+    carry ``experiment: i``); a rerun restores the newest step every run can read. ``evaluator(images, labels, step)``
+    (validation data only) every ``config.eval_every`` steps and at the end. Ctrl-C / SIGTERM: the current step
+    finishes, a checkpoint is saved, KeyboardInterrupt is raised. A non-finite loss stops a single run with a
+    ``JaxddError``; with several runs the diverged ones are reported and the others go on."""
+    from jaxdd.checkpoint import Checkpointer
+
+    num, lead = runs.num, jax.process_index() == 0
+    ckpts = [Checkpointer(Path(o) / "checkpoints", max_to_keep=config.keep_checkpoints) for o in out_dirs]
+    paths = [Path(o) / "metrics.jsonl" for o in out_dirs]
+    histories: list[list[dict]] = [[] for _ in range(num)]
+    if ckpts and all(c.latest_step() is not None for c in ckpts):
+        step0, target = min(c.latest_step() for c in ckpts), runs.take(state, 0)
+        check_resumed_step(step0, config, out_dirs[0] if num == 1 else Path(out_dirs[0]).parent)
+        while True:  # the newest step every run can read (a corrupt step falls back per run)
+            restored = [c.restore(target, step0) for c in ckpts]
+            got = [int(r.step) for r in restored]
+            if min(got) == max(got):
+                break
+            step0 = min(got)
+        state = place(jax.tree.map(lambda *xs: jnp.stack(xs), *restored) if runs.stacked else restored[0])
+        for i, p in enumerate(paths):
+            histories[i] = _read_metrics(p, step0)
+            if lead:
+                p.write_text("".join(json.dumps(r) + "\n" for r in histories[i]))
+    elif lead:
+        for p in paths:
+            if p.exists():
+                p.unlink()
+    loggers = [[JsonlLogger(p)] if lead else [] for p in paths] or [[] for _ in range(num)]
+
+    def log(i: int, row: dict):
+        histories[i].append(row)
+        metrics = {k: v for k, v in row.items() if k != "step"}
+        for fn in loggers[i]:
+            fn(row["step"], metrics)
+        for fn in callbacks if lead else ():
+            fn(row["step"], {**metrics, "experiment": i} if runs.stacked else metrics)
+
+    def evaluate(step: int):
+        if evaluator is None:
+            return
+        images, labels = runs.decode(state)
+        vals = {n: np.asarray(v).reshape(num) for n, v in evaluator(images, labels, step).items()}
+        for i in range(num):
+            log(i, {"step": step, **{n: float(v[i]) for n, v in vals.items()}})
+
+    def save(step: int):
+        for i, c in enumerate(ckpts):
+            c.save(step, runs.take(state, i))
+
+    diverged: set[int] = set()
+    start = int(jax.device_get(runs.take(state, 0).step))
+    t_before = float(histories[0][-1].get("time", 0.0)) if histories[0] else 0.0  # cumulative across resumes
+    bar = tqdm(total=config.iterations, initial=start, disable=not (config.progress and lead),
+               desc=name if num == 1 else f"{name} x{num}", dynamic_ncols=True)
+    try:
+        with _Interrupt() as stop:
+            clock = CheckpointClock(config)
+            t0 = time.perf_counter()
+            for step in range(start, config.iterations):
+                state, metrics = step_fn(state, pool, keys)
+                done = step + 1
+                if done % config.log_every == 0 or done == config.iterations or done == start + 1:
+                    vals = {k: np.asarray(jax.device_get(v), np.float64).reshape(num) for k, v in metrics.items()}
+                    elapsed = t_before + time.perf_counter() - t0
+                    for i in range(num):
+                        row = {"step": done, "time": elapsed, **{k: float(v[i]) for k, v in vals.items()}}
+                        if not np.isfinite(row["loss"]) and i not in diverged:
+                            if not runs.stacked:
+                                bad = ", ".join(f"{k}={v}" for k, v in row.items() if not np.isfinite(v))
+                                raise JaxddError(
+                                    f"the {name} loss became {row['loss']} at step {done} (not finite: {bad}; the "
+                                    f"metrics are checked at logged steps, every {config.log_every}); the last "
+                                    f"checkpoint is kept")
+                            diverged.add(i)
+                            print(f"jaxdd: experiment {i} diverged at step {done} (loss {row['loss']}); the other "
+                                  "experiments continue", file=sys.stderr, flush=True)
+                        log(i, row)
+                    bar.set_postfix(loss=f"{np.nanmean(vals['loss']):.4g}")
+                if config.eval_every and done % config.eval_every == 0 and done != config.iterations:
+                    evaluate(done)
+                if ckpts and clock.due(done):
+                    save(done)
+                    clock.saved()
+                bar.update(1)
+                stop.check()
+    except KeyboardInterrupt:
+        cur = int(jax.device_get(runs.take(state, 0).step))
+        for i, c in enumerate(ckpts):
+            if cur > (c.latest_step() or 0):
+                c.save(cur, runs.take(state, i))
+        raise
+    finally:
+        bar.close()
+        for c in ckpts:
+            c.close()
+    if config.eval_every and (not histories[0] or histories[0][-1].get("step") != config.iterations
+                              or "val_acc" not in histories[0][-1]):
+        evaluate(int(jax.device_get(runs.take(state, 0).step)))
+    return state, histories, diverged
+
+
 def distill(key: PRNGKey, objective: Objective, param: Parameterization, pool: RealPool, config: DistillConfig,
             *, out_dir: str | os.PathLike | None = None,
             evaluator: Callable[[jax.Array, jax.Array, int], dict] | None = None,
@@ -292,79 +382,213 @@ def distill(key: PRNGKey, objective: Objective, param: Parameterization, pool: R
     cumulative ``time``, ``val_acc``), which is how TensorBoard, clu or wandb writers hook in; with ``out_dir`` the
     rows also go to ``out_dir/metrics.jsonl`` (``JsonlLogger``, one JSON object per logged step). Ctrl-C or SIGTERM
     finishes the current step, saves a checkpoint and raises KeyboardInterrupt. Checkpoints follow
-    ``CheckpointClock`` (by default once a minute).
+    ``CheckpointClock`` (by default once a minute). ``distill_many`` runs the same loop for E runs at once.
     """
-    from jaxdd.checkpoint import Checkpointer
-
     state, tx = init_state(key, objective, param, pool, config)
-    step_fn = make_step(objective, param, tx)
-    ckpt = metrics_path = None
-    history: list[dict] = []
+    k = pool.num_classes
+
+    def decode(st):
+        syn = decode_synthetic(param, st.syn, k)
+        return syn.x, syn.y
+
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt = Checkpointer(out / "checkpoints", max_to_keep=config.keep_checkpoints)
-        metrics_path = out / "metrics.jsonl"
-        if ckpt.latest_step() is not None:
-            state = ckpt.restore(state)
-            check_resumed_step(int(state.step), config, out)
-            history = _read_metrics(metrics_path, int(state.step))
-            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
-        elif metrics_path.exists():
-            metrics_path.unlink()
-
-    loggers = ([JsonlLogger(metrics_path)] if metrics_path is not None else []) + list(callbacks)
-
-    def log(row: dict):
-        history.append(row)
-        for fn in loggers:
-            fn(row["step"], {k: v for k, v in row.items() if k != "step"})
-
-    def evaluate(step: int):
-        if evaluator is None:
-            return
-        syn = decode_synthetic(param, state.syn, pool.num_classes)
-        row = {"step": step, **{k: float(v) for k, v in evaluator(syn.x, syn.y, step).items()}}
-        log(row)
-
-    start = int(state.step)
-    t_before = float(history[-1].get("time", 0.0)) if history else 0.0  # "time" is cumulative across resumes
-    bar = tqdm(total=config.iterations, initial=start, disable=not config.progress, desc=objective.name,
-               dynamic_ncols=True)
-    try:
-        with _Interrupt() as stop:
-            clock = CheckpointClock(config)
-            t0 = time.perf_counter()
-            for step in range(start, config.iterations):
-                state, metrics = step_fn(state, pool, key)
-                done = step + 1
-                if done % config.log_every == 0 or done == config.iterations or done == start + 1:
-                    vals = {k: float(v) for k, v in metrics.items()}
-                    if not np.isfinite(vals["loss"]):
-                        bad = ", ".join(f"{k}={v}" for k, v in vals.items() if not np.isfinite(v))
-                        raise JaxddError(
-                            f"the {objective.name} loss became {vals['loss']} at step {done} (not finite: {bad}; "
-                            f"the metrics are checked at logged steps, every {config.log_every}); the last "
-                            f"checkpoint is kept")
-                    log({"step": done, "time": t_before + time.perf_counter() - t0, **vals})
-                    bar.set_postfix(loss=f"{vals['loss']:.4g}")
-                if config.eval_every and done % config.eval_every == 0 and done != config.iterations:
-                    evaluate(done)
-                if ckpt is not None and clock.due(done):
-                    ckpt.save(done, state)
-                    clock.saved()
-                bar.update(1)
-                stop.check()
-    except KeyboardInterrupt:
-        if ckpt is not None and int(state.step) > (ckpt.latest_step() or 0):
-            ckpt.save(int(state.step), state)
-        raise
-    finally:
-        bar.close()
-    if config.eval_every and (not history or history[-1].get("step") != config.iterations or
-                              "val_acc" not in history[-1]):
-        evaluate(int(state.step))
-    syn = decode_synthetic(param, state.syn, pool.num_classes)
-    if not bool(jnp.all(jnp.isfinite(syn.x))):
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    runs = _Runs(1, False, lambda st, i: st, decode)
+    # one compiled step per (objective, parameterization, optimiser settings): a caller that reuses its objective
+    # (continual learning's steps, a sweep of seeds) does not recompile. (The cached closure keeps the objective
+    # alive, so its id stays unique while cached.)
+    tx_key = (config.lr_table(), config.optimizer, config.momentum, config.schedule,
+              config.iterations if config.schedule != "constant" else None, jax.tree.structure(state.syn))
+    step_fn = compiled(("distill_step", id(objective), id(param), repr(tx_key)),
+                       lambda: make_step(objective, param, tx))
+    state, histories, _ = _drive(runs, state, step_fn, pool, key, config,
+                                 name=objective.name, out_dirs=[] if out_dir is None else [out_dir],
+                                 evaluator=evaluator, callbacks=callbacks)
+    images, labels = decode(state)
+    if not bool(jnp.all(jnp.isfinite(images))):
         raise JaxddError(f"the synthetic set contains NaN or inf after step {int(state.step)}")
-    return DistillResult(state, syn.x, syn.y, history)
+    return DistillResult(state, images, labels, histories[0])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The experiment axis: E distillations as one program (seeds and float hyperparameters as a dimension)
+
+EXP_DIR = "exp_{:03d}"
+
+
+def exp_dir(out_dir, i: int) -> Path:
+    return Path(out_dir) / EXP_DIR.format(i)
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    group, _, hp = name.partition(":")
+    group = {"lr_img": "data", "lr": "data"}.get(group, group)
+    return group, hp or "learning_rate"
+
+
+def hyperparameters(opt_state: PyTree) -> dict[str, jax.Array]:
+    """The state hyperparameters of a DistillState's ``opt_state``: {"data:learning_rate": ..., ...}."""
+    out = {}
+    for group, node in opt_state.inner_states.items():
+        while not hasattr(node, "hyperparams"):
+            node = node.inner_state
+        for hp, v in node.hyperparams.items():
+            out[f"{group}:{hp}"] = v
+    return out
+
+
+def set_hyperparameters(opt_state: PyTree, values: dict[str, Any]) -> PyTree:
+    """Replace state hyperparameters: keys "<group>" (its learning rate) or "<group>:<name>" (e.g.
+    "data:momentum"); groups are DistillConfig's lr groups ("data", "labels", "extras/<name>"; "lr_img" = "data").
+    Values must broadcast to the stored shape ((E,) for a stacked state)."""
+    inner = dict(opt_state.inner_states)
+    for name, value in values.items():
+        group, hp = _split_name(name)
+        if group not in inner:
+            raise JaxddError(f"hyperparameter {name!r}: no lr group {group!r}; the groups are {sorted(inner)}")
+
+        def replace(node):
+            if hasattr(node, "hyperparams"):
+                if hp not in node.hyperparams:
+                    raise JaxddError(f"hyperparameter {name!r}: the {group!r} optimiser has "
+                                     f"{sorted(node.hyperparams)}")
+                old = node.hyperparams[hp]
+                new = jnp.broadcast_to(jnp.asarray(value, old.dtype), old.shape)
+                return node._replace(hyperparams={**node.hyperparams, hp: new})
+            return node._replace(inner_state=replace(node.inner_state))
+
+        inner[group] = replace(inner[group])
+    return opt_state._replace(inner_states=inner)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The stacked state and the vmapped step
+
+
+def init_states(keys: jax.Array, objective: Objective, param: Parameterization, pool: RealPool,
+                config: DistillConfig, hparams: dict[str, Sequence[float]] | None = None
+                ) -> tuple[DistillState, optax.GradientTransformation]:
+    """The stacked step-0 states of E experiments (``init_state`` vmapped over ``keys`` (E,)) and the shared
+    optimiser. ``hparams``: name -> E values (see ``set_hyperparameters``)."""
+    keys = jnp.asarray(keys)
+    num = keys.shape[0]
+    holder: list = []
+    index = pool.index  # concrete: init_state checks the class counts on the host
+
+    def one(k, images, labels):
+        state, tx = init_state(k, objective, param, RealPool(images, labels, index), config)
+        holder.append(tx)
+        return state
+
+    states = jax.jit(jax.vmap(one, in_axes=(0, None, None)))(keys, pool.images, pool.labels)
+    tx = holder[0]
+    if hparams:
+        vals = {}
+        for name, v in hparams.items():
+            v = np.asarray(v, np.float32).reshape(-1)
+            if v.shape[0] != num:
+                raise JaxddError(f"hyperparameter grid {name!r} has {v.shape[0]} values for {num} experiments; "
+                                 "give one value per experiment")
+            if _split_name(name)[1] == "learning_rate" and config.schedule != "constant":
+                raise JaxddError(f"a learning-rate grid ({name!r}) needs schedule='constant': with "
+                                 f"schedule={config.schedule!r} the lr is recomputed from the schedule every step")
+            vals[name] = v
+        states = states._replace(opt_state=set_hyperparameters(states.opt_state, vals))
+    return states, tx
+
+
+def make_multi_step(objective: Objective, param: Parameterization, tx: optax.GradientTransformation,
+                    mesh=None, state_shardings: PyTree | None = None) -> Callable:
+    """``jit(vmap(distill_step))``: ``(stacked state, pool, keys (E,)) -> (stacked state, metrics of (E,))``.
+
+    With a mesh the vmapped axis is the mesh's "exp" axis (``spmd_axis_name``), the state keeps
+    ``state_shardings`` and the metrics come back replicated (every process can read them)."""
+    def one(state, pool, key):
+        return distill_step(objective, param, tx, state, pool, key)
+
+    if mesh is None:
+        return jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
+    stepped = jax.vmap(one, in_axes=(0, None, 0), spmd_axis_name=shd.EXP)
+    return jax.jit(stepped, out_shardings=(state_shardings, shd.replicated(mesh)))
+
+
+def decode_many(param: Parameterization, states: DistillState, num_classes: int, mesh=None):
+    """Decoded synthetic sets of every experiment: images (E, n, h, w, c), labels (E, n) or (E, n, K); with a
+    mesh they come back replicated, so every process can read them."""
+    def dec(syn):
+        out = jax.vmap(lambda s: decode_synthetic(param, s, num_classes))(syn)
+        return out.x, out.y
+
+    return jax.jit(dec, out_shardings=None if mesh is None else shd.replicated(mesh))(states.syn)
+
+
+class MultiResult(NamedTuple):
+    state: DistillState  # stacked: every leaf (E, ...)
+    images: np.ndarray  # (E, n, h, w, c)
+    labels: np.ndarray  # (E, n) or (E, n, K)
+    histories: list[list[dict]]  # per experiment, as DistillResult.history
+    diverged: list[int]  # experiments whose loss became non-finite (their sets are not usable)
+
+
+def _take_fn(mesh):
+    def take(states, i):
+        return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), states)
+
+    return jax.jit(take, out_shardings=None if mesh is None else shd.replicated(mesh))
+
+
+def _stack(trees: list[PyTree]) -> PyTree:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def distill_many(keys: jax.Array, objective: Objective, param: Parameterization, pool: RealPool,
+                 config: DistillConfig, *, hparams: dict[str, Sequence[float]] | None = None, mesh=None,
+                 syn_sharding: str = "replicated", split_pool: bool = False, out_dir=None,
+                 evaluator: Callable[[jax.Array, jax.Array, int], dict] | None = None,
+                 callbacks: Sequence[Callable[[int, dict], None]] = ()) -> MultiResult:
+    """Run E = len(keys) distillations in one program for ``config.iterations`` steps, with ``distill``'s loop.
+
+    The state is a ``DistillState`` with a leading experiment axis (E, ...) and the step is
+    ``jit(vmap(distill_step))``; experiment i gives the same synthetic set as ``distill(keys[i], ...)`` (to float
+    tolerance: the batched program may reduce in another order). keys: (E,) PRNG keys, experiment i's run key.
+    hparams: per-experiment float hyperparameters (``set_hyperparameters``: each lr group's learning rate, momentum,
+    adam's b1/b2/eps are arrays in ``opt_state``, so a grid does not recompile). mesh: a
+    ``jaxdd.sharding.make_mesh`` mesh (E divisible by its "exp" axis); ``syn_sharding``/``split_pool`` as in
+    ``shard_objective``/``shard_pool``. out_dir: experiment i's checkpoints (its unstacked state, so it can be
+    resumed alone with ``distill(keys[i], ..., out_dir=out_dir/exp_00i)``) and metrics under ``out_dir/exp_00i``; a
+    rerun resumes from the newest step every experiment has. evaluator(images (E,...), labels, step) -> dict of (E,)
+    arrays, called every ``config.eval_every`` steps and at the end (validation data only).
+    """
+    keys = jnp.asarray(keys)
+    if keys.ndim != 1 or not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        raise JaxddError("keys must be a 1-D array of jax.random.key keys, e.g. "
+                         "jax.random.split(jax.random.key(0), num_experiments)")
+    num = int(keys.shape[0])
+    states, tx = init_states(keys, objective, param, pool, config, hparams)
+    k = pool.num_classes
+    run_obj, run_pool, shardings, place = objective, pool, None, lambda s: s
+    if mesh is not None:
+        if num % shd.axis_size(mesh, shd.EXP):
+            raise JaxddError(f"{num} experiments do not split over the mesh's exp axis of "
+                             f"{shd.axis_size(mesh, shd.EXP)}; make_mesh(num_exp={num}) picks a fitting one")
+        run_obj = shd.shard_objective(objective, mesh, syn=syn_sharding)
+        run_pool = shd.shard_pool(pool, mesh, split=split_pool)
+        shardings = shd.state_sharding(states, mesh)
+        place = lambda s: shd.put(s, shardings)  # noqa: E731
+        states = place(states)
+        keys = shd.put(keys, shd.leading_sharding(keys, mesh))
+    out_dirs = []
+    if out_dir is not None:
+        for i in range(num):
+            exp_dir(out_dir, i).mkdir(parents=True, exist_ok=True)
+            out_dirs.append(exp_dir(out_dir, i))
+    runs = _Runs(num, True, _take_fn(mesh), lambda st: decode_many(param, st, k, mesh))
+    states, histories, diverged = _drive(runs, states, make_multi_step(run_obj, param, tx, mesh, shardings),
+                                         run_pool, keys, config, name=objective.name, out_dirs=out_dirs,
+                                         evaluator=evaluator, callbacks=callbacks, place=place)
+    images, labels = decode_many(param, states, k, mesh)
+    images, labels = np.asarray(jax.device_get(images)), np.asarray(jax.device_get(labels))
+    for i in range(num):
+        if not np.all(np.isfinite(images[i])):
+            diverged.add(i)
+    return MultiResult(states, images, labels, histories, sorted(diverged))

@@ -3,7 +3,7 @@
 The mesh has two named axes::
 
     exp   independent experiments (seeds, hyperparameters): the leading axis of a stacked DistillState
-          (``jaxdd.multi``) is split over it; experiments never talk to each other, so this axis is free of
+          (``jaxdd.distill.distill_many``) is split over it; experiments never talk to each other, so this axis is free of
           communication and is filled first.
     data  the real batch of each step (and, optionally, the synthetic set by class) is split over it; the
           per-class means / gradients are reduced across it by XLA.
@@ -172,7 +172,7 @@ def shard_pool(pool, mesh: Mesh, *, split: bool = False):
     multiple of the axis size: the class index never points at the padding, so sampling is unchanged).
 
     The sampled real batch of each step is split over "data" by ``shard_objective`` either way."""
-    from jaxdd.distill import RealPool
+    from jaxdd.data import RealPool
 
     rep = replicated(mesh)
     images, labels = pool.images, pool.labels
@@ -201,7 +201,7 @@ def shard_objective(objective: Objective, mesh: Mesh, *, syn: str = "replicated"
     over the "data" axis, the decoded synthetic images replicated (``syn="replicated"``) or split by class over
     "data" (``syn="class"``: class-major rows, so each device holds whole classes when K*m divides evenly).
 
-    Under ``jax.vmap(..., spmd_axis_name="exp")`` (``jaxdd.multi``) every constraint also splits the experiment
+    Under ``jax.vmap(..., spmd_axis_name="exp")`` (``jaxdd.distill.distill_many``) every constraint also splits the experiment
     axis. The math is unchanged: results equal the unsharded objective's up to float reduction order.
     """
     if syn not in SYN_SHARDINGS:

@@ -1,24 +1,25 @@
-"""Functional training: losses, the evaluation-protocol trainer, and differentiable unrolled SGD.
+"""Functional training: losses, THE training loop, the evaluation protocol, and differentiable unrolled SGD.
 
-Two kinds of loop live here, because XLA:CPU runs a convolution's weight gradient about 40x slower inside
-``lax.scan`` than outside a loop (jax-ml/jax#12868), and measured on this machine a scanned ConvNet step with
-``conv_impl="xla"`` never finished in minutes where the same step jitted alone took ~1 s:
-
-- ``train`` / ``train_many`` (evaluation, DC's inner training, experts): a Python loop over ONE jitted step.
-  Nothing is differentiated through it, so the loop may live on the host; ``train_many`` vmaps the step over K
-  independent networks, which is how evaluation trains K models at once on an accelerator (on CPU it trains them
-  one after the other by default, see ``default_group``).
+- ``fit`` is the one training loop (a Python loop over one jitted step; nothing is differentiated through it):
+  evaluation (``train_many``, ``train_protocol``), MTT's expert trajectories, SRe2L's teacher and relabelled
+  students, and the experiment axis's evaluation (``jaxdd.protocols.multi.train_sets``) all train with it, each
+  passing its step (``make_train_step``: loss, optimiser, augmentation; ``batched_step``: K networks vmapped, the
+  batch gathered on device) and its per-epoch callback. Compiled programs live in one bounded cache (``compiled``).
+  The loop lives on the host because XLA:CPU runs a convolution's weight gradient about 40x slower inside
+  ``lax.scan`` than outside a loop (jax-ml/jax#12868). ``train_many`` trains K networks at once on an accelerator and
+  one after the other on CPU by default (``default_group``).
 - ``unroll_sgd`` (BPTT, MTT, anything differentiated through training): ``lax.scan`` over plain SGD steps, with
   the memory strategy a setting (``"full"`` or ``"remat"`` with ``jax.checkpoint`` every ``checkpoint_every``
   steps). Use a model with ``conv_impl="fused"`` (or ``"winograd"``, ``"vjp"``, ``"patches"``) there on CPU (see
-  ``jaxdd.models.convnet``).
+  ``jaxdd.ops.conv``).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -96,51 +97,68 @@ def _set_lr(opt_state, lr):
     return opt_state._replace(hyperparams=hp)
 
 
-def make_train_step(module: nn.Module, tx: optax.GradientTransformation, augment: str | None):
-    """A pure step ``(variables, opt_state, x, y, key) -> (variables, opt_state, loss)`` for one network."""
+# --------------------------------------------------------------------------------------------------------------
+# The one training loop
 
-    def step(variables, opt_state, x, y, key):
+
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+MAX_COMPILED = 64  # compiled programs kept (least recently used evicted): one bounded cache for every caller
+
+
+def compiled(key: Any, build: Callable[[], Any]) -> Any:
+    """The cached value of ``build()`` under the hashable ``key`` (jitted steps, inits, forwards): the one place
+    compiled programs are kept, bounded by ``MAX_COMPILED`` so long sweeps do not accumulate them."""
+    if key in _COMPILED:
+        _COMPILED.move_to_end(key)
+        return _COMPILED[key]
+    value = _COMPILED[key] = build()
+    if len(_COMPILED) > MAX_COMPILED:
+        _COMPILED.popitem(last=False)
+    return value
+
+
+def make_train_step(module: nn.Module, tx: optax.GradientTransformation, augment: str | Callable | None = None,
+                    loss: Callable[[jax.Array, Any], jax.Array] = cross_entropy,
+                    targets: Callable[[Any, jax.Array, jax.Array], Any] | None = None):
+    """A pure step ``(variables, opt_state, x, y, key, aux) -> (variables, opt_state, loss)`` for one network.
+
+    augment: None, a training-augmentation string (``aug.train_augment``: a DSA strategy or ``"dc:..."``) or a
+    function ``(x, key) -> x``. loss(logits, target) (default cross-entropy with hard or soft labels); ``target`` is
+    ``y``, or ``targets(aux, x_augmented, y)`` (e.g. a teacher's logits on the augmented batch, with the teacher's
+    variables passed as ``aux``)."""
+    if isinstance(augment, str):
+        strategy = augment
+        augment = lambda x, key: aug.train_augment(x, key, strategy)  # noqa: E731
+
+    def step(variables, opt_state, x, y, key, aux=None):
         if augment:
-            x = aug.train_augment(x, key, augment)
+            x = augment(x, key)
+        target = y if targets is None else targets(aux, x, y)
         rest = {k: v for k, v in variables.items() if k != "params"}
 
         def loss_fn(params):
             out = apply_model(module, {"params": params, **rest}, x, train=True)
-            return cross_entropy(out.logits, y), out.variables
+            return loss(out.logits, target), out.variables
 
-        (loss, new_vars), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
+        (value, new_vars), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
         updates, opt_state = tx.update(grads, opt_state, variables["params"])
         params = optax.apply_updates(variables["params"], updates)
-        return {**new_vars, "params": params}, opt_state, loss
+        return {**new_vars, "params": params}, opt_state, value
 
     return step
 
 
-class _Compiled(NamedTuple):
-    init: Callable
-    step: Callable
-    tx: optax.GradientTransformation
+def batched_step(step: Callable, *, stacked: bool = True, per_network: bool = False) -> Callable:
+    """jit of ``(variables, opt_state, x, y, idx, key, aux) -> (variables, opt_state, loss)``: the batch
+    ``x[idx], y[idx]`` is gathered inside the program. ``stacked``: K networks (leading axis of variables, opt_state,
+    idx, key; vmapped); ``per_network``: x, y hold one set per network (M, n, ...) instead of one shared set."""
+    def one(variables, opt_state, x, y, idx, key, aux):
+        return step(variables, opt_state, x[idx], y[idx], key, aux)
 
-
-_CACHE: dict[Any, _Compiled] = {}
-
-
-def _compiled(module: nn.Module, protocol: TrainProtocol, image_shape, many: bool) -> _Compiled:
-    """jit-compiled init and step, cached per (module, protocol, shape) so repeated evaluations do not retrace."""
-    cache_key = (module, protocol.momentum, protocol.weight_decay, protocol.augment, tuple(image_shape), many)
-    if cache_key not in _CACHE:
-        tx = sgd(protocol.momentum, protocol.weight_decay)
-        step = make_train_step(module, tx, protocol.augment)
-
-        def init(key, lr):
-            variables = init_model(module, key, image_shape)
-            return variables, _set_lr(tx.init(variables["params"]), lr)
-
-        if many:
-            step = jax.vmap(step, in_axes=(0, 0, 0, 0, 0))
-            init = jax.vmap(init, in_axes=(0, None))
-        _CACHE[cache_key] = _Compiled(jax.jit(init), jax.jit(step), tx)
-    return _CACHE[cache_key]
+    if stacked:
+        data = 0 if per_network else None
+        one = jax.vmap(one, in_axes=(0, 0, data, data, 0, 0, None))
+    return jax.jit(one)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
@@ -154,6 +172,69 @@ def epoch_plan(k_run: jax.Array, epoch, n: int, steps_per_epoch: int) -> tuple[j
     return perms, sks
 
 
+def fit(run: Callable, variables: PyTree, opt_state: PyTree, x: jax.Array, y: jax.Array, k_run: jax.Array, *,
+        epochs: Iterable[int], batch_size: int, stacked: bool = True, per_network: bool = False,
+        drop_last: bool = False, aux: Any = None,
+        on_epoch: Callable[[int, PyTree, PyTree, list], PyTree | None] | None = None) -> tuple[PyTree, PyTree]:
+    """THE training loop: evaluation, expert trajectories, teacher fitting, relabelling and the experiment axis all
+    train with it; each caller passes its step (``batched_step(make_train_step(...))``: loss, optimiser,
+    augmentation) and its per-epoch callback.
+
+    Epoch e shuffles network i's examples with ``permutation(fold_in(k_run[i], e), n)`` and gives step s the key
+    ``fold_in(fold_in(k_run[i], e), s + 1)`` (``epoch_plan``), so a network's training depends only on its key.
+    ``stacked``: K networks with a leading axis (k_run (K,)); otherwise one network (k_run one key). Batches of
+    ``batch_size`` (at most n); the last partial batch is kept, or dropped with ``drop_last``.
+    ``on_epoch(epoch, variables, opt_state, losses)`` runs after each epoch (losses: that epoch's per-step losses,
+    device arrays); it may return a new opt_state (e.g. a learning-rate decay) or None.
+    Returns (variables, opt_state)."""
+    n = x.shape[1] if per_network else x.shape[0]
+    if n == 0:
+        raise JaxddError("cannot train on an empty set")
+    bs = min(batch_size, n)
+    steps = n // bs if drop_last else math.ceil(n / bs)
+    keys = k_run if stacked else k_run[None]
+    for epoch in epochs:
+        perms, sks = epoch_plan(keys, epoch, n, steps)
+        if not stacked:
+            perms, sks = perms[0], sks[:, 0]
+        losses = []
+        for s in range(steps):
+            variables, opt_state, loss = run(variables, opt_state, x, y, perms[..., s * bs:(s + 1) * bs], sks[s], aux)
+            losses.append(loss)
+        if on_epoch is not None:
+            new = on_epoch(epoch, variables, opt_state, losses)
+            opt_state = opt_state if new is None else new
+    return variables, opt_state
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The evaluation protocol
+
+
+class ProtocolPrograms(NamedTuple):
+    init: Callable  # (keys (K,), lr) -> (variables, opt_state), stacked
+    run: Callable  # the batched step (``batched_step``)
+    reinit: Callable  # (params, lr) -> a fresh opt_state at lr (the decay restarts the momentum, as the DD code)
+
+
+def protocol_programs(module: nn.Module, protocol: TrainProtocol, image_shape, per_network: bool = False
+                      ) -> ProtocolPrograms:
+    """The vmapped init ``(keys, lr) -> (variables, opt_state)`` and step of ``protocol`` for K networks, cached."""
+    def build():
+        tx = sgd(protocol.momentum, protocol.weight_decay)
+
+        def init(key, lr):
+            variables = init_model(module, key, image_shape)
+            return variables, _set_lr(tx.init(variables["params"]), lr)
+
+        run = batched_step(make_train_step(module, tx, protocol.augment), per_network=per_network)
+        reinit = jax.vmap(lambda p, lr: _set_lr(tx.init(p), lr), in_axes=(0, None))
+        return ProtocolPrograms(jax.jit(jax.vmap(init, in_axes=(0, None))), run, jax.jit(reinit))
+
+    return compiled(("protocol", module, protocol.momentum, protocol.weight_decay, protocol.augment,
+                     tuple(image_shape), per_network), build)
+
+
 def default_group(num_networks: int) -> int:
     """How many networks ``train_many`` trains in one vmapped program by default: all of them on GPU/TPU; one at
     a time on CPU, where vmapping a convolution over per-network weights turns it into a grouped convolution that
@@ -162,6 +243,27 @@ def default_group(num_networks: int) -> int:
     vs 72 s per 300 epochs in bench_vs_reference.md, 66 vs 72 s a day earlier), and one at a
     time needs a tenth of the activation memory."""
     return num_networks if jax.default_backend() != "cpu" else 1
+
+
+def train_protocol(keys: jax.Array, module: nn.Module, x: jax.Array, y: jax.Array, protocol: TrainProtocol, *,
+                   variables: PyTree | None = None, per_network: bool = False,
+                   progress: Callable[[int], None] | None = None) -> PyTree:
+    """K fresh networks (one per key) trained with ``protocol`` in one vmapped program; returns stacked variables.
+    ``per_network``: x (K, n, ...), y (K, n[, k]): network i trains on its own set."""
+    comp = protocol_programs(module, protocol, x.shape[2:] if per_network else x.shape[1:], per_network)
+    k_init, k_run = jax.vmap(lambda k: jax.random.split(k))(keys).transpose(1, 0)
+    fresh, opt_state = comp.init(k_init, protocol.lr)
+
+    def on_epoch(epoch, variables, opt_state, losses):
+        if progress is not None:
+            progress(epoch)
+        if epoch == protocol.decay_after_epoch:
+            return comp.reinit(variables["params"], protocol.lr * 0.1)
+
+    variables, _ = fit(comp.run, fresh if variables is None else variables, opt_state, x, y, k_run,
+                       epochs=range(protocol.epochs + 1), batch_size=protocol.batch_size, per_network=per_network,
+                       on_epoch=on_epoch)
+    return variables
 
 
 def train_many(keys: jax.Array, module: nn.Module, x: jax.Array, y: jax.Array, protocol: TrainProtocol,
@@ -175,35 +277,16 @@ def train_many(keys: jax.Array, module: nn.Module, x: jax.Array, y: jax.Array, p
     network's training depends only on its key, not on the grouping (same function; the bits can differ in the
     last place between groupings because a vmapped program is compiled differently).
     """
-    n = x.shape[0]
-    if n == 0:
+    if x.shape[0] == 0:
         raise JaxddError("cannot train on an empty set")
     num = keys.shape[0]
     group = default_group(num) if group is None else int(group)
     if group < 1:
         raise JaxddError(f"group must be >= 1, got {group}")
-    if group < num:
-        parts = [train_many(keys[i:i + group], module, x, y, protocol, progress=progress, group=group,
+    parts = [train_protocol(keys[i:i + group], module, x, y, protocol, progress=progress,
                             variables=None if variables is None else jax.tree.map(lambda a: a[i:i + group], variables))
-                 for i in range(0, num, group)]
-        return jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
-    comp = _compiled(module, protocol, x.shape[1:], many=True)
-    k_init, k_run = jax.vmap(lambda k: jax.random.split(k))(keys).transpose(1, 0)
-    fresh, opt_state = comp.init(k_init, protocol.lr)
-    if variables is None:
-        variables = fresh
-    bs = min(protocol.batch_size, n)
-    steps_per_epoch = math.ceil(n / bs)
-    for epoch in range(protocol.epochs + 1):
-        perms, sks = epoch_plan(k_run, epoch, n, steps_per_epoch)
-        for s in range(steps_per_epoch):
-            idx = perms[:, s * bs:(s + 1) * bs]
-            variables, opt_state, _ = comp.step(variables, opt_state, x[idx], y[idx], sks[s])
-        if epoch == protocol.decay_after_epoch:
-            opt_state = jax.vmap(lambda p: _set_lr(comp.tx.init(p), protocol.lr * 0.1))(variables["params"])
-        if progress is not None:
-            progress(epoch)
-    return variables
+             for i in range(0, num, group)]
+    return parts[0] if len(parts) == 1 else jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
 
 
 def train(key: PRNGKey, module: nn.Module, x: jax.Array, y: jax.Array, protocol: TrainProtocol,
@@ -221,23 +304,14 @@ def predict_many(module: nn.Module, variables: PyTree, x: jax.Array, batch_size:
     ``group``: networks per vmapped forward (default ``default_group(K)``: all on GPU/TPU, one on CPU)."""
     num = jax.tree.leaves(variables)[0].shape[0]
     group = default_group(num) if group is None else int(group)
-    fwd = _predict_fn(module)
+    fwd = compiled(("predict", module), lambda: jax.jit(jax.vmap(
+        lambda v, x: apply_model(module, v, x, train=False).logits, in_axes=(0, None))))
     rows = []
     for g in range(0, num, group):
         sub = jax.tree.map(lambda a: a[g:g + group], variables)
         rows.append(jnp.concatenate([fwd(sub, x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)],
                                     axis=1))
     return jnp.concatenate(rows, axis=0)
-
-
-_PRED: dict[Any, Callable] = {}
-
-
-def _predict_fn(module):
-    if module not in _PRED:
-        _PRED[module] = jax.jit(jax.vmap(lambda v, x: apply_model(module, v, x, train=False).logits,
-                                         in_axes=(0, None)))
-    return _PRED[module]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -22,3 +22,8 @@ class Batch(NamedTuple):
 
 class JaxddError(ValueError):
     """A user-facing error: says what was wrong and how to fix it."""
+
+
+def path_str(path) -> str:
+    """A pytree key path as "a/b/0" (e.g. "data/A", "extras/syn_lr"): how lr groups and expert layouts name leaves."""
+    return "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)

@@ -79,7 +79,7 @@ def test_xla_convolution_equals_the_default(method):
 def test_sharded_over_this_backends_devices_equals_unsharded():
     """distill-many over a mesh of every device of the default backend (1 CPU in CI; the GPUs on a GPU node)."""
     from jaxdd import sharding as shd
-    from jaxdd.multi import distill_many
+    from jaxdd.distill import distill_many
 
     x, y = toy_images(K, 12, SHAPE)
     pool = make_pool(x, y, K)

@@ -227,7 +227,7 @@ def test_dc_without_loops_takes_the_papers_for_the_set_size():
 
 def test_distill_without_iterations_says_it_runs_the_paper_count(capsys):
     from jaxdd.methods import get_method
-    from jaxdd.pipeline import method_config
+    from jaxdd.api import method_config
 
     assert method_config(get_method("dm")).iterations == 20000
     assert "iterations not given: dm runs its paper's 20000" in capsys.readouterr().err

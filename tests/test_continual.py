@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdd.continual import (ContinualConfig, class_order, condense_classes, herding_select, herding_subset,
+from jaxdd.protocols.continual import (ContinualConfig, class_order, condense_classes, herding_select, herding_subset,
                              run_continual, split_steps)
 from jaxdd.types import JaxddError
 from tests.conftest import toy_images

@@ -15,7 +15,7 @@ import pytest
 from jaxdd.data import fit_preprocess
 from jaxdd.distill import DistillConfig, distill_step, init_state, make_pool
 from jaxdd.methods import MethodContext, available_methods, get_method, resolve_options
-from jaxdd.pipeline import _PARAMS, available_parameterizations
+from jaxdd.api import _PARAMS, available_parameterizations
 from tests.conftest import toy_images
 
 K, SHAPE, IPC = 3, (8, 8, 1), 2

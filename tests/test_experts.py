@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from jaxdd.experts import MANIFEST, ExpertBuffer, ExpertProtocol, train_experts
+from jaxdd.objectives.trajectory.experts import MANIFEST, ExpertBuffer, ExpertProtocol, train_experts
 from jaxdd.models import get_model, init_model
 from jaxdd.types import JaxddError
 from tests.conftest import toy_images
@@ -63,9 +63,9 @@ def test_interrupted_buffer_is_refused_then_resumes_to_the_same_bits(reference, 
         ExpertBuffer(tmp_path)
     partial = ExpertBuffer(tmp_path, allow_partial=True)
     assert partial.num_experts == 1
-    assert (tmp_path / "progress").exists()
+    assert (tmp_path / "progress.npz").exists()
     resumed = _train(tmp_path)
-    assert resumed.num_experts == 2 and not (tmp_path / "progress").exists()
+    assert resumed.num_experts == 2 and not (tmp_path / "progress.npz").exists()
     for i in range(2):
         np.testing.assert_array_equal(resumed.trajectory(i), reference.trajectory(i))
 

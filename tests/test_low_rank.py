@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from jaxdd.distill import DistillConfig, decode_synthetic, distill_step, init_state, make_pool
 from jaxdd.objectives import Objective, dm, no_init
 from jaxdd.models import get_model
-from jaxdd.pipeline import _PARAMS, available_parameterizations
+from jaxdd.api import _PARAMS, available_parameterizations
 from jaxdd.synthetic.budget import (budget_report, check_within_budget, images_that_fit,
                                     low_rank_images_per_class)
 from jaxdd.synthetic.low_rank import decode_factors, low_rank, svd_factors

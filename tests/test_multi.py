@@ -13,7 +13,8 @@ import pytest
 
 from jaxdd.distill import DistillConfig, distill, distill_step, init_state, make_pool
 from jaxdd.models import get_model
-from jaxdd.multi import (distill_many, hyperparameters, init_states, set_hyperparameters, train_sets)
+from jaxdd.distill import distill_many, hyperparameters, init_states, set_hyperparameters
+from jaxdd.protocols.multi import train_sets
 from jaxdd.objectives import dm
 from jaxdd.synthetic import pixels
 from jaxdd.train import TrainProtocol, train_many

@@ -8,12 +8,12 @@ import pytest
 from jax.test_util import check_grads
 
 from jaxdd.distill import DistillConfig, distill_step, init_state, make_pool
-from jaxdd.methods import available_methods, get_method
+from jaxdd.methods import DERIVED_BASES, available_methods, derive_mim, get_method
 from jaxdd.models import get_model, init_model
 from jaxdd.objectives import Objective, Synthetic, dm, no_init
 from jaxdd.objectives.distribution import class_mean_embeddings
 from jaxdd.objectives.mutual_info import (
-    DERIVED_BASES, contrastive_terms, derive_mim, embed, init_heads, layer_features, nce_loss, with_mutual_info,
+    contrastive_terms, embed, init_heads, layer_features, nce_loss, with_mutual_info,
 )
 from jaxdd.synthetic import pixels
 from jaxdd.types import Batch, JaxddError

@@ -16,7 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdd.checkpoint import Checkpointer, load_artifact, resume_run
+from jaxdd.checkpoint import Checkpointer, load_artifact
+from jaxdd.fileio import resume_run
 from jaxdd.cli import main
 from jaxdd.distill import DistillConfig, distill, make_pool
 from jaxdd.models import get_model
@@ -97,7 +98,7 @@ def test_longer_iterations_extends_to_the_bits_of_a_fresh_run(tmp_path, capsys):
 
 def test_cosine_schedule_is_not_extendable(tmp_path):
     cfg = {"iterations": 4, "schedule": "cosine"}
-    from jaxdd.pipeline import start_run
+    from jaxdd.api import start_run
 
     start_run(tmp_path, "distill", cfg, DistillConfig(iterations=4, schedule="cosine"))
     (tmp_path / "checkpoints").mkdir()

@@ -51,7 +51,8 @@ def _worker(out: Path) -> None:
 
     from jaxdd import sharding as shd
     from jaxdd.evaluate import evaluate_synthetic
-    from jaxdd.multi import distill_many, evaluate_many
+    from jaxdd.distill import distill_many
+    from jaxdd.protocols.multi import evaluate_many
     from jaxdd.train import TrainProtocol
     from tests.conftest import toy_images
 
@@ -130,7 +131,7 @@ def test_sharded_checkpoint_restores_on_other_device_counts(worker):
     import jax
 
     from jaxdd import sharding as shd
-    from jaxdd.multi import init_states
+    from jaxdd.distill import init_states
 
     out, res = worker
     for n in (4, 2):
@@ -179,7 +180,7 @@ def _distributed_worker(pid: int, port: int, out: Path) -> None:
     info = initialize_distributed(f"localhost:{port}", 2, pid)
     import jax
 
-    from jaxdd.multi import distill_many
+    from jaxdd.distill import distill_many
 
     objective, param, pool, config = _setup("dm")
     mesh = make_mesh(E, exp=2, data=2)

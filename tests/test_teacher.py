@@ -1,4 +1,4 @@
-"""Squeeze (jaxdd.teacher): BN teacher training is deterministic and resumable, save/load round-trips, the
+"""Squeeze (jaxdd.objectives.recover.teacher, jaxdd.api.train_teacher): BN teacher training is deterministic and resumable, save/load round-trips, the
 augmentation is a per-image shift/flip, the relabel evaluation runs end to end on a tiny teacher, and the CLI
 subcommands exist. Tiny shapes (8x8x1, 3 classes, width-8 ConvNetBN)."""
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 
 from jaxdd.models import get_model
 from jaxdd.objectives.recover import RelabelProtocol, relabel_evaluate
-from jaxdd.teacher import TeacherConfig, fit_teacher, load_teacher, save_teacher, shift_flip, teacher_accuracy
+from jaxdd.checkpoint import load_teacher, save_teacher
+from jaxdd.objectives.recover.teacher import TeacherConfig, fit_teacher, shift_flip, teacher_accuracy
 from jaxdd.types import JaxddError
 from tests.conftest import toy_images
 
@@ -98,7 +99,7 @@ def test_shift_flip_is_a_per_image_shift_or_flip():
 
 
 def test_relabel_evaluate_runs_and_is_deterministic(module, data, trained):
-    from jaxdd.teacher import Teacher
+    from jaxdd.objectives.recover.teacher import Teacher
 
     st, _ = trained
     teacher = Teacher(module, st["variables"], {"num_classes": K})

@@ -91,7 +91,7 @@ def test_evaluate_run_protocol_and_paper_flag(tmp_path):
 
     from jaxdd.checkpoint import save_artifact
     from jaxdd.data import apply_preprocess, fit_preprocess, load
-    from jaxdd.pipeline import evaluate_run
+    from jaxdd.api import evaluate_run
 
     ds = load("digits", "train")
     pre = fit_preprocess(ds.images, ds.mean, ds.std)

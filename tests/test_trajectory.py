@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from jaxdd.experts import ExpertProtocol, train_experts
+from jaxdd.objectives.trajectory.experts import ExpertProtocol, train_experts
 from jaxdd.models import get_model, init_model
 from jaxdd.objectives import trajectory as tr
 from jaxdd.objectives.base import Synthetic
@@ -158,7 +158,7 @@ def test_mismatched_buffer_is_rejected(toy_buffer):
 def test_pipeline_end_to_end_writes_learned_eval_lr(tmp_path):
     """jaxdd experts (CLI) on digits, then distill_dataset with mtt: the artifact carries the learned lr."""
     from jaxdd.cli import main
-    from jaxdd.pipeline import distill_dataset
+    from jaxdd.api import distill_dataset
 
     kw = {"width": 4, "depth": 1}
     experts = tmp_path / "experts"

@@ -11,7 +11,7 @@ those shapes (timing and memory do not depend on the pixel values, and no datase
   jitted ``distill_step`` (real batch sampled on device, SGD on the images).
 - DC and DSA (Fashion-MNIST shape): the same, with the paper's outer/inner loops for the IPC (IPC 1: 1/1,
   IPC 10: 10/50); one jaxdd step is one outer-loop round, so the paper's "outer iteration" is outer_loop steps.
-- Expert training (``--expert-impls``): one SGD step of MTT's expert trainer (``jaxdd.experts``, a group of one
+- Expert training (``--expert-impls``): one SGD step of MTT's expert trainer (``jaxdd.objectives.trajectory.experts``, a group of one
   network) on 256 images, per convolution implementation.
 - Evaluation: K networks trained on 100 images (IPC 10) under the standard protocol step (batch 100 = one step per
   epoch, SGD momentum, DSA per image): one vmapped step over K networks against K calls of the single-network step;
@@ -124,7 +124,7 @@ def child_eval(shape, k: int, impl: str, n: int, reps: int, test_n: int) -> dict
 
     from jaxdd.augment import DSA_DEFAULT
     from jaxdd.models import get_model, with_conv_impl
-    from jaxdd.train import TrainProtocol, _compiled, predict_many
+    from jaxdd.train import TrainProtocol, predict_many, protocol_programs
 
     module = with_conv_impl(get_model("ConvNet", 10), impl)
     protocol = TrainProtocol(epochs=300, augment=DSA_DEFAULT)
@@ -133,17 +133,17 @@ def child_eval(shape, k: int, impl: str, n: int, reps: int, test_n: int) -> dict
     keys = jax.random.split(jax.random.key(1), k)
     row = {"part": "eval", "conv_impl": impl, "k": k, "images": n, "dsa": True, "epochs_timed": reps}
     for mode, width in (("vmapped", k), ("sequential", 1)):
-        comp = _compiled(module, protocol, shape, many=True)
+        comp = protocol_programs(module, protocol, shape)
         variables, opt = comp.init(keys[:width], protocol.lr)
-        xs, ys = jnp.broadcast_to(x, (width, *x.shape)), jnp.broadcast_to(y, (width, n))
+        idx = jnp.broadcast_to(jnp.arange(n), (width, n))
         box = {"v": variables, "o": opt}
 
         def call():
-            box["v"], box["o"], loss = comp.step(box["v"], box["o"], xs, ys, keys[:width])
+            box["v"], box["o"], loss = comp.run(box["v"], box["o"], x, y, idx, keys[:width], None)
             return loss
 
         if mode == "vmapped":
-            row.update(_xla_mib(comp.step.lower(variables, opt, xs, ys, keys[:width]).compile()))
+            row.update(_xla_mib(comp.run.lower(variables, opt, x, y, idx, keys[:width], None).compile()))
         first, per = _timed(call, reps)
         per_net_epoch = per / width
         row[mode] = {"compile_and_first_s": first, "seconds_per_step": per,
@@ -162,23 +162,23 @@ def child_eval(shape, k: int, impl: str, n: int, reps: int, test_n: int) -> dict
 
 
 def child_expert(shape, impl: str, batch: int, reps: int) -> dict:
-    """One SGD step of MTT's expert training (``jaxdd.experts``' jitted group step, a group of one network) on
-    ``batch`` images, no augmentation (the experts' default protocol)."""
+    """One SGD step of MTT's expert training (the batched step ``jaxdd.objectives.trajectory.experts`` trains
+    with, a group of one network) on ``batch`` images, no augmentation."""
     import jax
     import jax.numpy as jnp
     import optax
 
-    from jaxdd.experts import _make_group_step
     from jaxdd.models import get_model, init_model, with_conv_impl
+    from jaxdd.train import batched_step, make_train_step
 
     module = with_conv_impl(get_model("ConvNet", 10), impl)
-    step = _make_group_step(module, 0.01, None)
+    run = batched_step(make_train_step(module, optax.sgd(0.01)))
     pool_x = jax.random.normal(jax.random.key(0), (batch, *shape))
     pool_y = jnp.arange(batch, dtype=jnp.int32) % 10
     variables = jax.vmap(lambda k: init_model(module, k, shape))(jax.random.split(jax.random.key(1), 1))
     opt = jax.vmap(optax.sgd(0.01).init)(variables["params"])
     idx, keys = jnp.arange(batch)[None], jax.random.split(jax.random.key(2), 1)
-    first, per = _timed(lambda: step(variables, opt, pool_x, pool_y, idx, keys)[2], reps)
+    first, per = _timed(lambda: run(variables, opt, pool_x, pool_y, idx, keys, None)[2], reps)
     return {"part": "expert", "conv_impl": impl, "batch": batch, "compile_and_first_s": first, "seconds_per_step": per}
 
 

@@ -1,4 +1,4 @@
-"""CPU benchmark: N distillations as one vmapped program (``jaxdd.multi``) vs the same N run one after the other.
+"""CPU benchmark: N distillations as one vmapped program (``jaxdd.distill.distill_many``) vs the same N run one after the other.
 
     nice -n 10 python experiments/bench/bench_multi.py                    # -> experiments/bench/results/bench_multi.json
     nice -n 10 python experiments/bench/bench_multi.py --method dc --num-exp 1,4
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from jaxdd.distill import DistillConfig, distill_step, init_state, make_pool  # noqa: E402
 from jaxdd.methods import MethodContext, get_method, resolve_options  # noqa: E402
-from jaxdd.multi import init_states, make_multi_step  # noqa: E402
+from jaxdd.distill import init_states, make_multi_step  # noqa: E402
 from jaxdd.synthetic import pixels  # noqa: E402
 
 

@@ -253,7 +253,7 @@ def stage_dc(args, rest, stage, guard, work, only, call):
 
 
 def stage_mtt(args, rest, stage, guard, work, only, call):
-    from jaxdd.experts import make_experts
+    from jaxdd.api import make_experts
 
     s = config(args)
     ms = s["mtt"]
@@ -458,7 +458,7 @@ def _pool_and_context(method: str, s: dict, data_dir, options: dict):
 
     from jaxdd.distill import make_pool
     from jaxdd.methods import MethodContext, get_method, resolve_options
-    from jaxdd.pipeline import prepare_data
+    from jaxdd.api import prepare_data
 
     train, _, pre, x_train, _ = prepare_data(s["dataset"], data_dir=data_dir, seed=0)
     pool = make_pool(x_train, train.labels, train.num_classes)
@@ -630,7 +630,7 @@ def multi_timing(s: dict, data_dir) -> dict:
     import jax
 
     from jaxdd.distill import DistillConfig, distill_step, init_state
-    from jaxdd.multi import init_states, make_multi_step
+    from jaxdd.distill import init_states, make_multi_step
     from jaxdd.synthetic import pixels
 
     t = s["timing"]

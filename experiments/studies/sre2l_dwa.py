@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     from jaxdd.data import apply_preprocess, load
     from jaxdd.evaluate import evaluate_synthetic, random_subset
     from jaxdd.objectives.recover import RelabelProtocol, diversity, relabel_evaluate
-    from jaxdd.teacher import load_teacher
+    from jaxdd.checkpoint import load_teacher
     from jaxdd.train import default_protocol
 
     p = argparse.ArgumentParser()

@@ -94,9 +94,10 @@ def _per_method(values: dict) -> str:
 
 def _add_distill(p: argparse.ArgumentParser) -> None:
     from jaxdd.distill import DistillConfig
-    from jaxdd.methods import _METHODS, available_methods
+    from jaxdd.methods import available_methods
+    from jaxdd.methods.registry import _METHODS
     from jaxdd.models import available_models
-    from jaxdd.pipeline import available_parameterizations
+    from jaxdd.api import available_parameterizations
 
     methods = available_methods()
     specs = {m: _METHODS[m] for m in methods}
@@ -160,7 +161,7 @@ def method_options(args) -> dict:
 
 
 def _run_distill(args) -> int:
-    from jaxdd.pipeline import distill_dataset
+    from jaxdd.api import distill_dataset
 
     given = method_options(args)
     overrides = {}
@@ -214,7 +215,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from jaxdd.pipeline import evaluate_run
+    from jaxdd.api import evaluate_run
 
     augment = True if args.augment is None else (False if args.augment.lower() == "none" else args.augment)
     out = evaluate_run(args.run, num_models=args.models, epochs=args.epochs, model=args.model, seed=args.seed,
@@ -247,7 +248,7 @@ def _run_methods(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    import jaxdd.objectives  # noqa: F401  (registers methods)
+    import jaxdd.methods  # noqa: F401  (registers the built-in methods)
 
     for mod in SUBCOMMAND_MODULES:
         importlib.import_module(mod).register(register_subcommand)

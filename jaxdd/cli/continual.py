@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from jaxdd import augment as aug
-from jaxdd.continual import ContinualConfig, check_methods, continual_learning
+from jaxdd.protocols.continual import ContinualConfig, check_methods, continual_learning
 
 
 def _add_arguments(p) -> None:

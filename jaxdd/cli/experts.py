@@ -1,10 +1,11 @@
-"""``jaxdd experts``: train MTT expert trajectories (``jaxdd.experts``)."""
+"""``jaxdd experts``: train MTT expert trajectories (``jaxdd.objectives.trajectory.experts``)."""
 from __future__ import annotations
 
 import json
 
 from jaxdd import augment as aug
-from jaxdd.experts import DTYPES, make_experts
+from jaxdd.api import make_experts
+from jaxdd.objectives.trajectory.experts import DTYPES
 from jaxdd.types import JaxddError
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from jaxdd import sharding as shd
-from jaxdd.multi import distill_many_dataset, evaluate_many_runs
+from jaxdd.api import distill_many_dataset, evaluate_many_runs
 from jaxdd.types import JaxddError
 
 

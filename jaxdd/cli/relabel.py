@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from jaxdd.objectives.recover import RelabelProtocol
-from jaxdd.pipeline import relabel_evaluate_run
+from jaxdd.api import relabel_evaluate_run
 
 
 def _add_relabel_arguments(p) -> None:

@@ -1,10 +1,11 @@
-"""``jaxdd teacher``: train a batch-norm teacher for SRe2L/DWA (``jaxdd.teacher``)."""
+"""``jaxdd teacher``: train a batch-norm teacher for SRe2L/DWA (``jaxdd.api.train_teacher``)."""
 from __future__ import annotations
 
 from typing import Any
 import json
 
-from jaxdd.teacher import TeacherConfig, train_teacher
+from jaxdd.api import train_teacher
+from jaxdd.objectives.recover.teacher import TeacherConfig
 from jaxdd.types import JaxddError
 
 

@@ -19,13 +19,15 @@ from jaxdd.data.preprocess import (
     preprocess_from_arrays,
     preprocess_to_arrays,
 )
-from jaxdd.data.sampling import ClassIndex, check_ipc, class_index, sample_per_class, split_train_val
+from jaxdd.data.sampling import (ClassIndex, RealPool, check_ipc, class_index, make_pool, sample_per_class,
+                                 sample_real, split_train_val)
 from jaxdd.data.tfds_import import import_idx_to_tfds
 
 __all__ = [
     "ClassIndex",
     "Dataset",
     "Preprocess",
+    "RealPool",
     "apply_preprocess",
     "as_dataset",
     "available_datasets",
@@ -38,10 +40,12 @@ __all__ = [
     "import_idx_to_tfds",
     "invert_preprocess",
     "load",
+    "make_pool",
     "preprocess_from_arrays",
     "preprocess_to_arrays",
     "read_idx_split",
     "register_dataset",
     "sample_per_class",
+    "sample_real",
     "split_train_val",
 ]

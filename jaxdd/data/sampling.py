@@ -1,4 +1,5 @@
-"""Class-stratified validation splits and class-balanced sampling that ``jit`` can use."""
+"""Class-stratified validation splits, class-balanced sampling that ``jit`` can use, and the ``RealPool`` (the
+normalised training split on device with its class index) that distillation samples real batches from."""
 from __future__ import annotations
 
 from functools import partial
@@ -8,8 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdd.data.checks import check_images
 from jaxdd.data.datasets import Dataset
-from jaxdd.types import JaxddError, PRNGKey
+from jaxdd.types import Batch, JaxddError, PRNGKey
 
 
 class ClassIndex(NamedTuple):
@@ -120,3 +122,29 @@ def split_train_val(ds: Dataset, val_per_class: int, key_or_seed) -> tuple[Datas
     train = ds._replace(images=ds.images[~is_val], labels=ds.labels[~is_val])
     val = ds._replace(images=ds.images[is_val], labels=ds.labels[is_val], split="val")
     return train, val
+
+
+class RealPool(NamedTuple):
+    """The real training data the objective samples from, on device: images (N,h,w,c) normalised, labels (N,)."""
+
+    images: jax.Array
+    labels: jax.Array
+    index: ClassIndex
+
+    @property
+    def num_classes(self) -> int:
+        return self.index.table.shape[0]
+
+
+def make_pool(images, labels, num_classes: int) -> RealPool:
+    images = check_images(images, "real training images")
+    labels = np.asarray(labels, np.int32)
+    if labels.shape != (images.shape[0],):
+        raise JaxddError(f"{images.shape[0]} real images but labels of shape {labels.shape}; give one int label each")
+    return RealPool(jnp.asarray(images, jnp.float32), jnp.asarray(labels), class_index(labels, num_classes))
+
+
+def sample_real(pool: RealPool, key: PRNGKey, per_class: int) -> Batch:
+    """A class-major real batch of ``per_class`` images of every class: (K*per_class, h, w, c)."""
+    idx = sample_per_class(key, pool.index, per_class).reshape(-1)
+    return Batch(pool.images[idx], pool.labels[idx])

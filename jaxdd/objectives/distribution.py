@@ -81,35 +81,3 @@ def dm(module: nn.Module, num_classes: int, *, strategy: str | None = aug.DSA_DE
         return jnp.sum(per_class), {"dm_per_class_max": jnp.max(per_class)}
 
     return Objective("dm", no_init, loss, real_per_class=real_per_class)
-
-
-def _build_dm(ctx):
-    from jaxdd.models import get_model
-
-    o = ctx.options
-    return dm(get_model(ctx.model, ctx.num_classes, **ctx.model_kwargs), ctx.num_classes, strategy=o["dsa"] or None,
-              real_per_class=o["real_per_class"], class_batch=o["class_batch"], conv_impl=o["conv_impl"])
-
-
-def _register():
-    from jaxdd.methods import MethodSpec, constructor_option, register_method
-    from jaxdd.models import CONV_IMPLS
-
-    register_method(MethodSpec(
-        name="dm",
-        build=_build_dm,
-        defaults={"lr_img": 1.0, "momentum": 0.5, "iterations": 20000, "init": "real",
-                  "eval_augment": aug.DSA_DEFAULT},
-        options=(constructor_option(dm, "dsa", str, "DSA strategy for matching ('' or none disables)",
-                                    param="strategy"),
-                 constructor_option(dm, "real_per_class", int, "real images per class per iteration"),
-                 constructor_option(dm, "class_batch", int, "classes per real-side forward (0 = all; -1 = 1 on "
-                                    "CPU, all on accelerators; batch-norm models always all)"),
-                 constructor_option(dm, "conv_impl", str, "convolution implementation ('' = the model's; auto = "
-                                    "fused on CPU, xla on accelerators)", ("", "auto") + CONV_IMPLS)),
-        help="distribution matching (Zhao & Bilen, WACV 2023)",
-        tiny=lambda ctx, tmp: {"real_per_class": 4},
-    ))
-
-
-_register()

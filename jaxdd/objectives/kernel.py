@@ -94,38 +94,3 @@ def kip(module: nn.Module, num_classes: int, image_shape: tuple[int, int, int], 
         return loss_value, {"target_acc": jnp.mean(jnp.argmax(pred, -1) == real.y)}
 
     return Objective("kip", init, loss, real_per_class=real_per_class)
-
-
-def _build(ctx):
-    from jaxdd.models import get_model
-
-    o = ctx.options
-    kw = dict(ctx.model_kwargs)
-    if o["kernel_width"]:
-        kw["width"] = o["kernel_width"]
-    module = get_model(ctx.model, ctx.num_classes, **kw)
-    return kip(module, ctx.num_classes, ctx.image_shape, kernel=o["kernel"], reg=o["reg"],
-               real_per_class=o["real_per_class"], fresh=o["fresh_kernel"] != 0)
-
-
-def _register():
-    from jaxdd.methods import MethodSpec, Option, register_method
-    from jaxdd.methods import constructor_option as opt
-
-    register_method(MethodSpec(
-        name="kip",
-        build=_build,
-        defaults={"optimizer": "adam", "lr_img": 0.04, "iterations": 1000, "init": "real", "eval_augment": None},
-        options=(
-            opt(kip, "kernel", str, "empirical kernel of the finite network: ntk or nngp", KERNELS),
-            Option("kernel_width", int, 0, "width of the kernel network (0: the model's own width)"),
-            opt(kip, "reg", float, "ridge lambda, relative to tr(K_ss)/n_s"),
-            opt(kip, "real_per_class", int, "target images per class per step"),
-            Option("fresh_kernel", int, 1, "1: a new random kernel network every step; 0: one fixed draw"),
-        ),
-        help="kernel inducing points (Nguyen et al., 2021) with an empirical finite-network NTK/NNGP",
-        tiny=lambda ctx, tmp: {"real_per_class": 4},
-    ))
-
-
-_register()

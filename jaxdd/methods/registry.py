@@ -1,7 +1,9 @@
-"""Method registry: how the CLI and experiment configs find a distillation method by name.
+"""The method registry: how the CLI, the API and experiment configs find a distillation method by name.
 
-A method file (e.g. ``jaxdd/objectives/gradient.py``) ends with ``register_method(MethodSpec(...))``; the CLI builds
-its ``--flags`` from every registered method's ``options`` and calls ``spec.build(ctx)`` to get the Objective.
+A ``MethodSpec`` maps a name to a builder ``build(ctx) -> Objective`` (the objective constructors of
+``jaxdd.objectives`` are the library; this registry is how the application wires them), its ``--flags``
+(``options``, whose defaults are read from the constructors) and the paper's settings (``defaults``). The built-in
+methods are registered by ``jaxdd.methods.builtin``; a user's method is one ``register_method(MethodSpec(...))``.
 ``defaults`` are the paper's driver settings (``DistillConfig`` fields such as ``lr_img``, ``momentum``,
 ``iterations``, ``optimizer``, ``learn_labels``, ``lrs``) plus the paper's evaluation protocol
 (``jaxdd.evaluate.standard_eval_augment``, ``paper_eval_models``):
@@ -17,8 +19,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from typing import Any, Callable, NamedTuple
-
-import jax
 
 from jaxdd.types import JaxddError, PRNGKey
 
@@ -91,19 +91,18 @@ def register_deriver(fn: Callable[[dict], None]) -> None:
     _DERIVERS.append(fn)
 
 
-def _ensure_loaded():
-    import jaxdd.objectives  # noqa: F401  (importing registers every built-in method)
+def _derive():
     for derive in _DERIVERS:
         derive(dict(_METHODS))
 
 
 def available_methods() -> list[str]:
-    _ensure_loaded()
+    _derive()
     return sorted(_METHODS)
 
 
 def get_method(name: str) -> MethodSpec:
-    _ensure_loaded()
+    _derive()
     if name not in _METHODS:
         raise JaxddError(f"unknown method {name!r}; available methods: {', '.join(sorted(_METHODS))}")
     return _METHODS[name]

@@ -32,9 +32,7 @@ online on the same augmented/mixed batch (KL at temperature T, AdamW + cosine, s
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
@@ -45,7 +43,9 @@ import optax
 
 from jaxdd.objectives.base import Objective, Synthetic
 from jaxdd.ops import safe_global_norm, safe_norm, safe_normalize
-from jaxdd.train import accuracy, cross_entropy
+from jaxdd.models import apply_model, eval_module, init_model
+from jaxdd.objectives.recover.teacher import shift_flip
+from jaxdd.train import accuracy, batched_step, compiled, cross_entropy, default_group, fit, make_train_step, predict_many
 from jaxdd.types import Batch, JaxddError, PRNGKey, PyTree
 
 # --------------------------------------------------------------------------------------------------------------
@@ -281,26 +281,6 @@ def check_teacher(teacher, num_classes: int, image_shape, preprocess) -> None:
                          f"{np.asarray(preprocess.std).tolist()}); use a teacher trained with the same preprocessing")
 
 
-def _build(ctx, perturb: bool) -> Objective:
-    from jaxdd.teacher import load_teacher
-
-    o = ctx.options
-    if not o.get("teacher"):
-        raise JaxddError("SRe2L/DWA need a trained teacher: pass --teacher DIR (train one with "
-                         "`jaxdd teacher --dataset NAME --model ConvNetBN --out DIR`)")
-    teacher = load_teacher(o["teacher"])
-    check_teacher(teacher, ctx.num_classes, ctx.image_shape, ctx.preprocess)
-    kw = {n: o[n] for n in ("alpha_bn", "first_bn_multiplier", "r_var", "jitter")}
-    args = (teacher.module, teacher.variables, ctx.num_classes, ctx.ipc)
-    if not perturb:
-        return sre2l(*args, clip=valid_range(ctx.preprocess), **kw)
-    from jaxdd.data import sample_per_class
-
-    pool = ctx.pool
-    return dwa(*args, clip=valid_range(ctx.preprocess), rho=o["rho"], dwa_steps=o["dwa_steps"],
-               sample_real=lambda key: pool.images[sample_per_class(key, pool.index, ctx.ipc)], **kw)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Relabel (soft-label) evaluation and diversity
 
@@ -368,16 +348,12 @@ def relabel_evaluate(key: PRNGKey, images, teacher, test_images, test_labels, *,
     {"mean", "std", "accuracies", "model", "protocol"} of their test accuracies. ``group``: students per vmapped
     program (default ``jaxdd.train.default_group``: all on GPU/TPU, one at a time on CPU); student i depends only
     on its key."""
-    from jaxdd.models import eval_module
-    from jaxdd.train import default_group, epoch_plan, predict_many
-
     x = jnp.asarray(images, jnp.float32)
     n = x.shape[0]
     module = eval_module(model, int(teacher.meta["num_classes"]), model_kwargs)  # students train as evaluation does
-    bs = min(protocol.batch_size, n)
-    steps_per_epoch = math.ceil(n / bs)
-    init, vstep = _relabel_fns(module, teacher.module, x.shape[1:], protocol, protocol.epochs * steps_per_epoch)
-    t_vars = teacher.variables
+    total_steps = protocol.epochs * math.ceil(n / min(protocol.batch_size, n))
+    init, run = compiled(("relabel", module, teacher.module, tuple(x.shape[1:]), protocol, total_steps),
+                         lambda: _relabel_programs(module, teacher.module, x.shape[1:], protocol, total_steps))
     keys = jax.random.split(key, num_models)
     group = default_group(num_models) if group is None else int(group)
     if group < 1:
@@ -386,10 +362,8 @@ def relabel_evaluate(key: PRNGKey, images, teacher, test_images, test_labels, *,
     for g in range(0, num_models, group):
         k_init, k_run = jax.vmap(lambda k: jax.random.split(k))(keys[g:g + group]).transpose(1, 0)
         variables, opt_state = init(k_init)
-        for epoch in range(protocol.epochs):
-            perms, sks = epoch_plan(k_run, epoch, n, steps_per_epoch)
-            for s in range(steps_per_epoch):
-                variables, opt_state = vstep(variables, opt_state, t_vars, x[perms[:, s * bs:(s + 1) * bs]], sks[s])
+        variables, _ = fit(run, variables, opt_state, x, jnp.zeros((n,), jnp.int32), k_run, epochs=range(protocol.epochs),
+                           batch_size=protocol.batch_size, aux=teacher.variables)
         logits = predict_many(module, variables, jnp.asarray(test_images))
         accs.append(np.asarray(jax.vmap(accuracy, in_axes=(0, None))(logits, jnp.asarray(test_labels))))
     accs = np.concatenate(accs)
@@ -397,50 +371,29 @@ def relabel_evaluate(key: PRNGKey, images, teacher, test_images, test_labels, *,
             "model": model, "protocol": dataclasses.asdict(protocol)}
 
 
-_RELABEL_FNS: dict = {}
-
-
-def _relabel_fns(module, t_module, image_shape, protocol: RelabelProtocol, total_steps: int):
-    """jit-compiled (vmapped init, vmapped KD step) of relabel_evaluate, cached so repeated evaluations (seeds,
-    subsets of one size) do not retrace."""
-    from jaxdd.models import apply_model, init_model
-    from jaxdd.teacher import shift_flip
-
-    ck = (module, t_module, tuple(image_shape), protocol, total_steps)
-    if ck in _RELABEL_FNS:
-        return _RELABEL_FNS[ck]
+def _relabel_programs(module, t_module, image_shape, protocol: RelabelProtocol, total_steps: int):
+    """(vmapped init, batched KD step) of relabel_evaluate: the student sees the shifted, flipped, mixed batch and
+    learns the teacher's (eval-mode) logits on that same batch."""
     tx = optax.adamw(optax.cosine_decay_schedule(protocol.lr, total_steps), weight_decay=protocol.weight_decay)
 
     def init(k):
         v = init_model(module, k, image_shape)
         return v, tx.init(v["params"])
 
-    def step(variables, opt_state, t_vars, xb, k):
+    def augment(xb, k):
         k_aug, k_mix = jax.random.split(k)
-        xb = shift_flip(xb, k_aug, protocol.shift, protocol.flip)
-        xb = mix_batch(xb, k_mix, protocol.mixup, protocol.cutmix)
-        t_logits = jax.lax.stop_gradient(t_module.apply(t_vars, xb, train=False))
-        rest = {a: b for a, b in variables.items() if a != "params"}
+        return mix_batch(shift_flip(xb, k_aug, protocol.shift, protocol.flip), k_mix, protocol.mixup, protocol.cutmix)
 
-        def loss_fn(params):
-            out = apply_model(module, {**rest, "params": params}, xb, train=True)
-            return kd_loss(out.logits, t_logits, protocol.temperature, protocol.t2), out.variables
-
-        (_, new_vars), g = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
-        upd, opt_state = tx.update(g, opt_state, variables["params"])
-        return {**new_vars, "params": optax.apply_updates(variables["params"], upd)}, opt_state
-
-    fns = (jax.jit(jax.vmap(init)), jax.jit(jax.vmap(step, in_axes=(0, 0, None, 0, 0))))
-    _RELABEL_FNS[ck] = fns
-    return fns
+    step = make_train_step(
+        module, tx, augment, loss=lambda logits, t: kd_loss(logits, t, protocol.temperature, protocol.t2),
+        targets=lambda t_vars, xb, _: jax.lax.stop_gradient(t_module.apply(t_vars, xb, train=False)))
+    return jax.jit(jax.vmap(init)), batched_step(step)
 
 
 def diversity(module: nn.Module, variables: PyTree, images, labels, num_classes: int,
               feature: str = "embedding") -> dict:
     """Mean pairwise cosine distance (1 - cos) of the teacher's ``feature`` (eval mode) between distinct images of
     the same class, averaged over classes; also per class. Higher = more diverse. Needs >= 2 images per class."""
-    from jaxdd.models import apply_model
-
     x = jnp.asarray(images, jnp.float32)
     y = np.asarray(labels)
     y = y if y.ndim == 1 else y.argmax(-1)
@@ -456,67 +409,3 @@ def diversity(module: nn.Module, variables: PyTree, images, labels, num_classes:
         sim = fc @ fc.T
         per_class.append(float((m * m - jnp.sum(sim)) / (m * (m - 1))))  # mean of 1 - cos over i != j
     return {"mean": float(np.mean(per_class)), "per_class": per_class, "feature": feature}
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Registration: methods and the relabel-eval subcommand
-
-
-def _options(constructor, perturb: bool):
-    from jaxdd.methods import Option
-    from jaxdd.methods import constructor_option as opt
-
-    opts = [Option("teacher", str, "", "directory of a trained BN teacher (jaxdd teacher ... --out DIR)"),
-            opt(constructor, "alpha_bn", float, "weight of the BN statistics loss (r_bn)"),
-            opt(constructor, "first_bn_multiplier", float, "multiplier of the first BN layer's term"),
-            opt(constructor, "r_var", float, "weight of the variance term of the BN statistics loss"),
-            opt(constructor, "jitter", int, "random roll-jitter of each batch, in px per axis (0 = off)")]
-    if perturb:
-        opts += [opt(constructor, "rho", float, "DWA: norm budget of the weight perturbation"),
-                 opt(constructor, "dwa_steps", int, "DWA: gradient-ascent steps K (step size rho/K)")]
-    return tuple(opts)
-
-
-_TINY_TEACHERS: dict = {}
-
-
-def _tiny(ctx, tmp: str) -> dict:
-    """Train a seconds-long ConvNetBN teacher on the toy pool into tmp/teacher (memoised per toy problem)."""
-    from jaxdd.models import get_model
-    from jaxdd.teacher import TeacherConfig, fit_teacher, save_teacher
-    from jaxdd.data import preprocess_to_arrays
-
-    out = Path(tmp) / "teacher"
-    if not (out / "teacher.json").exists():
-        kw = dict(ctx.model_kwargs)
-        images, labels = np.asarray(ctx.pool.images), np.asarray(ctx.pool.labels)
-        memo = (ctx.num_classes, images.shape, hash(images.tobytes()), hash(labels.tobytes()),
-                json.dumps(kw, sort_keys=True))
-        if memo not in _TINY_TEACHERS:
-            module = get_model("ConvNetBN", ctx.num_classes, **kw)
-            cfg = TeacherConfig(epochs=1, batch_size=16, shift=0, flip=False)
-            _TINY_TEACHERS[memo] = fit_teacher(jax.random.key(0), module, images, labels, cfg)["variables"]
-        save_teacher(out, "ConvNetBN", kw, _TINY_TEACHERS[memo], {
-            "dataset": ctx.dataset, "num_classes": ctx.num_classes, "image_shape": list(ctx.image_shape),
-            "epochs_done": 1, "preprocess": {n: np.asarray(v).tolist()
-                                             for n, v in preprocess_to_arrays(ctx.preprocess).items()}})
-    return {"teacher": str(out), "jitter": 1, **({"dwa_steps": 2} if ctx.options.get("dwa_steps") else {})}
-
-
-def _register():
-    from jaxdd.methods import MethodSpec, register_method
-
-    common = {"optimizer": "adam", "lr_img": 0.25, "schedule": "cosine", "iterations": 1000,
-              "eval_augment": "color_crop_cutout_flip_scale_rotate"}
-    register_method(MethodSpec(
-        name="sre2l", build=lambda ctx: _build(ctx, False), defaults={**common, "init": "noise"},
-        options=_options(sre2l, False), tiny=_tiny,
-        help="SRe2L recover against a BN teacher (Yin, Xing, Shen, NeurIPS 2023); needs --teacher"))
-    register_method(MethodSpec(
-        name="dwa", build=lambda ctx: _build(ctx, True), defaults={**common, "init": "real"},
-        options=_options(dwa, True), tiny=_tiny,
-        help="DWA: SRe2L with directed weight adjustment of a fresh teacher per batch (Du et al., NeurIPS 2024); "
-             "needs --teacher"))
-
-
-_register()

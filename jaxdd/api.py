@@ -23,24 +23,34 @@ import dataclasses
 import json
 import math
 import sys
+import time
 from pathlib import Path
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxdd import __version__
-from jaxdd.checkpoint import check_artifact, load_artifact, save_artifact
-from jaxdd.data import apply_preprocess, as_dataset, fingerprint, fit_preprocess, load, split_train_val
+from jaxdd import sharding as shd
+from jaxdd.augment import DSA_DEFAULT
+from jaxdd.checkpoint import Checkpointer, check_artifact, load_artifact, load_teacher, save_artifact, save_teacher
+from jaxdd.data import (apply_preprocess, as_dataset, fingerprint, fit_preprocess, load, preprocess_to_arrays,
+                        split_train_val)
 from jaxdd.data.custom import from_arrays, is_array_pair
-from jaxdd.distill import DistillConfig, distill, make_pool
-from jaxdd.evaluate import (DEFAULT_EVAL_MODELS, EvalResult, evaluate_random_subset, evaluate_synthetic,
+from jaxdd.distill import EXP_DIR, DistillConfig, distill, distill_many, exp_dir, make_pool
+from jaxdd.evaluate import (DEFAULT_EVAL_MODELS, EvalResult, evaluate_random_subset, evaluate_synthetic,  # noqa: F401
                             paper_eval_models, standard_eval_augment)
-from jaxdd.models import check_model, get_model, model_name
+from jaxdd.fileio import resume_run
 from jaxdd.methods import MethodContext, get_method, resolve_options
+from jaxdd.models import check_model, eval_module, get_model, init_model, model_name
+from jaxdd.objectives.recover import RelabelProtocol, check_teacher, diversity, relabel_evaluate
+from jaxdd.objectives.recover.teacher import TeacherConfig, _optimizer, fit_teacher, teacher_accuracy
+from jaxdd.objectives.trajectory.experts import ExpertBuffer, ExpertProtocol, train_experts
+from jaxdd.protocols.multi import evaluate_many
 from jaxdd.synthetic import (PARAMETERIZATIONS, available_parameterizations, pixel_budget,  # noqa: F401
                              make_parameterization, register_parameterization, tree_floats)
-from jaxdd.train import TrainProtocol, default_protocol
+from jaxdd.train import TrainProtocol, default_protocol  # noqa: F401
 from jaxdd.types import JaxddError
 
 _PARAMS = PARAMETERIZATIONS  # the parameterization registry (jaxdd.synthetic.registry), by its old name
@@ -104,7 +114,6 @@ def run_config(method: str, dataset, ipc: int, *, seed: int, opts: dict, config:
 def start_run(out_dir, kind: str, cfg: dict, config: DistillConfig) -> None:
     """Create or check the run directory (``jaxdd.checkpoint.resume_run``): a larger ``iterations`` extends a run
     whose learning rates do not depend on it (schedule "constant"); any other change is refused."""
-    from jaxdd.checkpoint import resume_run
 
     extendable = ("iterations",) if config.schedule == "constant" else ()
     resume_run(out_dir, kind, cfg, extendable=extendable,
@@ -301,8 +310,6 @@ def relabel_evaluate_run(run_dir: str, teacher_dir: str, *, num_models: int = 3,
     """Soft-label evaluation of a finished run (``jaxdd distill`` output) with a teacher; also the set's diversity
     under the teacher. ``protocol``: a ``jaxdd.objectives.recover.RelabelProtocol`` (default: DWA's CIFAR relabel
     recipe). Writes ``run_dir/relabel_eval.json`` when ``save``."""
-    from jaxdd.objectives.recover import RelabelProtocol, check_teacher, diversity, relabel_evaluate
-    from jaxdd.teacher import load_teacher
 
     protocol = RelabelProtocol() if protocol is None else protocol
 
@@ -323,3 +330,236 @@ def relabel_evaluate_run(run_dir: str, teacher_dir: str, *, num_models: int = 3,
     if save:
         Path(run_dir, "relabel_eval.json").write_text(json.dumps(out, indent=2))
     return out
+
+
+def train_teacher(dataset: str, model: str, out_dir, *, config: TeacherConfig = TeacherConfig(),
+                  model_kwargs: dict | None = None, seed: int = 0, data_dir: str | None = None,
+                  val_per_class: int | None = None, progress: bool = True) -> dict:
+    """Train (or resume) a teacher on ``dataset``'s training split; writes ``out_dir``; returns its metadata."""
+
+    model_kwargs = dict(model_kwargs or {})
+    # every setting decides the teacher's bits (the cosine lr spans all epochs, so more epochs is another run)
+    resume_run(out_dir, "teacher", {"dataset": dataset, "model": model, "model_kwargs": model_kwargs, "seed": seed,
+                                    "val_per_class": val_per_class, **dataclasses.asdict(config)},
+               markers=("checkpoints", "final"))
+    train, val, pre, x_train, x_val = prepare_data(dataset, data_dir=data_dir, val_per_class=val_per_class,
+                                                   seed=seed)
+    k = train.num_classes
+    module = eval_module(model, k, model_kwargs)  # trained as evaluation trains (conv_impl "auto"); same parameters
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    key = jax.random.key(seed)
+    ckpt = Checkpointer(out / "checkpoints", max_to_keep=1)
+    state = None
+    bs = min(config.batch_size, train.num_examples)
+    tx = _optimizer(config, (train.num_examples // bs) * config.epochs)
+    if ckpt.latest_step() is not None:
+        def target_fn():
+            variables = init_model(module, key, train.image_shape)
+            return {"variables": variables, "opt_state": tx.init(variables["params"]),
+                    "epoch": jnp.zeros((), jnp.int32)}
+
+        target = jax.eval_shape(target_fn)
+        state = ckpt.restore(target)
+    hist_path = out / "history.jsonl"
+    if state is None and hist_path.exists():
+        hist_path.unlink()
+    t0 = time.perf_counter()
+
+    def on_epoch(epoch, st):
+        ckpt.save(epoch, {k_: v for k_, v in st.items() if k_ != "loss"})
+        row = {"epoch": epoch, "loss": st["loss"], "seconds": time.perf_counter() - t0}
+        with hist_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if progress:
+            print(f"teacher epoch {epoch}/{config.epochs}: loss {st['loss']:.4f} ({row['seconds']:.0f} s)",
+                  flush=True)
+
+    state = fit_teacher(key, module, x_train, train.labels, config, state=state, on_epoch=on_epoch)
+    ckpt.close()
+    variables = state["variables"]
+    test = load(dataset, "test", data_dir)
+    meta = {
+        "dataset": dataset, "num_classes": k, "image_shape": list(train.image_shape), "seed": seed,
+        "config": dataclasses.asdict(config), "epochs_done": int(state["epoch"]),
+        "preprocess": {n: np.asarray(v).tolist() for n, v in preprocess_to_arrays(pre).items()},
+        "zca": bool(pre.uses_zca), "num_train": int(train.num_examples),
+        "val_accuracy": None if x_val is None else teacher_accuracy(module, variables, x_val, val.labels),
+        "test_accuracy": teacher_accuracy(module, variables, apply_preprocess(pre, test.images), test.labels),
+        "seconds": time.perf_counter() - t0,
+    }
+    save_teacher(out, model, model_kwargs, variables, meta)
+    return {**meta, "model": model, "model_kwargs": model_kwargs}
+
+
+def make_experts(dataset: str, out_dir: str, *, num_experts: int, epochs: int, seed: int = 0, lr: float = 0.01,
+                 batch_size: int = 256, augment: str | None = DSA_DEFAULT, model: str = "ConvNet",
+                 model_kwargs: dict | None = None, zca: bool = False, group: int = 1, dtype: str = "float32",
+                 max_per_class: int | None = None, data_dir: str | None = None, val_per_class: int | None = None,
+                 progress: bool = True) -> ExpertBuffer:
+    """Load ``dataset``'s training split as ``distill_dataset`` does (validation split carved out with split seed 0,
+    the same preprocessing) and train experts on it. ``max_per_class`` keeps only the first that many images of each
+    class (a smaller CPU budget; recorded in the metadata)."""
+
+    train, _, pre, x_train, _ = prepare_data(dataset, data_dir=data_dir, zca=zca, val_per_class=val_per_class,
+                                             seed=0)
+    x = np.asarray(x_train, np.float32)
+    y = np.asarray(train.labels, np.int32)
+    if max_per_class is not None:
+        keep = np.concatenate([np.flatnonzero(y == c)[:max_per_class] for c in range(train.num_classes)])
+        keep.sort()
+        x, y = x[keep], y[keep]
+    info = {"dataset": dataset, "split": "train minus validation (split seed 0)",
+            "num_examples_train_split": int(train.num_examples), "max_per_class": max_per_class,
+            "val_per_class": val_per_class, "seed": seed}
+    protocol = ExpertProtocol(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment or None)
+    return train_experts(jax.random.key(seed), x, y, out_dir, num_classes=train.num_classes,
+                         num_experts=num_experts, protocol=protocol, model=model, model_kwargs=model_kwargs,
+                         group=group, dtype=dtype, preprocess=pre, info=info, progress=progress)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Many experiments at once (what `jaxdd distill-many` / `jaxdd evaluate-many` run): the driver's experiment axis
+
+
+def distill_many_dataset(method: str, dataset: str, ipc: int, *, num_exp: int, out_dir: str | None = None,
+                         seed: int = 0, hparams: dict[str, Sequence[float]] | None = None,
+                         iterations: int | None = None, model: str = "ConvNet", model_kwargs: dict | None = None,
+                         param: str = "pixels", param_options: dict | None = None, init: str | None = None,
+                         method_options: dict | None = None, config_overrides: dict | None = None,
+                         zca: bool = False, data_dir: str | None = None, val_per_class: int | None = None,
+                         mesh_exp: int | None = None, mesh_data: int | None = None, use_mesh: bool = True,
+                         syn_sharding: str = "replicated", split_pool: bool = False, eval_every: int = 0,
+                         eval_models: int = 2, eval_epochs: int = 100, progress: bool = True) -> dict:
+    """``distill_dataset`` for ``num_exp`` experiments in one program; returns a summary dict.
+
+    Data split, preprocessing and the method are built from ``seed``; experiment i's run key is the one
+    ``distill_dataset(seed=seed + i)`` uses, so experiment 0 equals ``distill_dataset(seed=seed)``. Each experiment
+    writes ``out_dir/exp_00i/`` (checkpoints, metrics.jsonl, synthetic.npz/.json/.png); ``out_dir/experiments.json``
+    lists them. The mesh spans every device (``make_mesh``; ``use_mesh=False``: no mesh, default placement)."""
+
+    if num_exp < 1:
+        raise JaxddError(f"num_exp must be >= 1, got {num_exp}")
+    spec = get_method(method)
+    opts = resolve_options(spec, method_options or {})
+    if param not in _PARAMS:
+        raise JaxddError(f"unknown parameterization {param!r}; available: {available_parameterizations()}")
+    init = init or spec.defaults.get("init", "real")
+    config = method_config(spec, iterations, config_overrides, eval_every, progress)
+    grid = {n: [float(v) for v in np.asarray(vals, np.float32).reshape(-1)] for n, vals in (hparams or {}).items()}
+    if out_dir is not None and jax.process_index() == 0:
+        cfg = run_config(method, dataset, ipc, seed=seed, opts=opts, config=config, model=model,
+                         model_kwargs=model_kwargs, param=param, param_options=param_options, init=init, zca=zca,
+                         val_per_class=val_per_class)
+        start_run(out_dir, "distill-many", {**cfg, "num_exp": num_exp, "hparams": grid}, config)
+    train, val, pre, x_train, x_val = prepare_data(dataset, data_dir=data_dir, zca=zca,
+                                                   val_per_class=val_per_class, seed=seed)
+    k, shape = train.num_classes, train.image_shape
+    parameterization = _PARAMS[param](ipc=ipc, image_shape=shape, num_classes=k, init=init, **(param_options or {}))
+    k_build, _, k_eval = jax.random.split(jax.random.key(seed), 3)
+    keys = jnp.stack([jax.random.split(jax.random.key(seed + i), 3)[1] for i in range(num_exp)])
+    pool = make_pool(x_train, train.labels, k)
+    ctx = MethodContext(k, shape, parameterization.images_per_class, model, dict(model_kwargs or {}), opts, dataset,
+                        pool, pre, k_build, data_dir)
+    objective = spec.build(ctx)
+    mesh = shd.make_mesh(num_exp, exp=mesh_exp, data=mesh_data) if use_mesh else None
+    eval_augment = standard_eval_augment(method, dataset, model)
+
+    evaluator = None
+    if config.eval_every and val is not None:
+        protocol = default_protocol(eval_augment, epochs=eval_epochs)
+
+        def evaluator(images, labels, step):
+            ek = jnp.stack([jax.random.fold_in(k_eval, step)] * num_exp)
+            accs = evaluate_many(ek, images, labels, x_val, val.labels, num_classes=k, model=model,
+                                 num_models=eval_models, protocol=protocol, model_kwargs=model_kwargs, mesh=mesh)
+            return {"val_acc": accs.mean(1), "val_acc_std": accs.std(1)}
+
+    t0 = time.perf_counter()
+    result = distill_many(keys, objective, parameterization, pool, config, hparams=hparams, mesh=mesh,
+                          syn_sharding=syn_sharding, split_pool=split_pool, out_dir=out_dir, evaluator=evaluator)
+    seconds = time.perf_counter() - t0
+    budget = pixel_budget(k, ipc, shape)
+    stored = tree_floats(jax.tree.map(lambda a: a[0], result.state.syn["data"]))
+    base = {
+        "jaxdd_version": __version__, "method": method, "dataset": dataset, "ipc_budget": ipc,
+        "images_per_class": parameterization.images_per_class, "num_images": int(result.images.shape[1]),
+        "floats_stored": stored, "floats_budget": budget,
+        "compression_vs_full": float(train.num_examples * math.prod(shape) / stored),
+        "parameterization": {"name": parameterization.name, **parameterization.config},
+        "model": model, "model_kwargs": model_kwargs or {}, "method_options": opts,
+        "config": dataclasses.asdict(config), "steps_done": int(jax.device_get(result.state.step[0])), "zca": zca,
+        "eval_augment": eval_augment, "num_classes": k,
+        "class_names": list(train.class_names), "image_shape": list(shape),
+        "val_per_class": None if val is None else int(val.num_examples // k),
+    }
+    experiments = []
+    for i in range(num_exp):
+        meta = {**base, "seed": seed + i, "data_seed": seed,
+                "key": f"jax.random.split(jax.random.key({seed + i}), 3)[1]", "experiment": i,
+                "num_experiments": num_exp, "hparams": {n: v[i] for n, v in grid.items()},
+                "diverged": i in result.diverged,
+                "final_metrics": result.histories[i][-1] if result.histories[i] else {}}
+        if spec.artifact_metadata is not None:
+            meta.update(spec.artifact_metadata(
+                jax.tree.map(lambda a: np.asarray(a)[i], jax.device_get(result.state.syn.get("extras", {}))), opts))
+        if out_dir is not None and jax.process_index() == 0 and i not in result.diverged:
+            save_artifact(exp_dir(out_dir, i), result.images[i], result.labels[i], pre, meta,
+                          class_names=train.class_names)
+        experiments.append(meta)
+    summary = {"num_experiments": num_exp, "seconds": seconds, "mesh": shd.describe(mesh), "hparams": grid,
+               "diverged": result.diverged,
+               "experiments": [{"dir": EXP_DIR.format(i), "seed": m["seed"], "hparams": m["hparams"],
+                                "final_metrics": m["final_metrics"]} for i, m in enumerate(experiments)]}
+    if out_dir is not None and jax.process_index() == 0:
+        Path(out_dir, "experiments.json").write_text(json.dumps({**base, **summary}, indent=2, default=float))
+    return {**base, **summary, "images": result.images, "labels": result.labels, "histories": result.histories}
+
+
+def evaluate_many_runs(out_dir: str, *, num_models: int = 5, epochs: int | None = None, model: str | None = None,
+                       seed: int = 0, augment: str | None | bool = True, lr: float | None = None,
+                       data_dir: str | None = None, use_mesh: bool = True, save: bool = True) -> dict:
+    """``evaluate_run`` for every finished experiment of a ``distill-many`` directory at once:
+    the E x ``num_models`` networks train together. Experiment i's result equals ``evaluate_run(out_dir/exp_00i,
+    seed=seed, ...)`` (same keys); writes each experiment's ``eval.json`` and ``out_dir/eval_many.json``."""
+    dirs = sorted(p for p in Path(out_dir).glob("exp_*") if (p / "synthetic.npz").exists())
+    if not dirs:
+        raise JaxddError(f"{out_dir} holds no finished experiments (exp_*/synthetic.npz); run `jaxdd distill-many "
+                         f"... --out {out_dir}` first")
+    arts = [load_artifact(d) for d in dirs]
+    meta = arts[0].metadata
+    dataset = meta.get("dataset")
+    if dataset is None:
+        raise JaxddError(f"{dirs[0]}/synthetic.json names no dataset; cannot find its test split")
+    test = load(dataset, "test", data_dir)
+    for d, a in zip(dirs, arts):
+        check_artifact(a, test.num_classes, test.image_shape, where=f"{d}/synthetic.npz")
+    x_test = apply_preprocess(arts[0].preprocess, test.images)
+    strategy = meta.get("eval_augment") if augment is True else (augment or None)
+    lrs = {float(a.metadata.get("eval_lr", 0.01)) if lr is None else lr for a in arts}
+    if len(lrs) != 1:
+        raise JaxddError(f"the experiments record different evaluation lrs {sorted(lrs)}; pass lr= to use one")
+    protocol = default_protocol(strategy, epochs=epochs, lr=lrs.pop())
+    model = model or meta.get("model", "ConvNet")
+    images = np.stack([a.images for a in arts])
+    labels = np.stack([a.labels for a in arts])
+    keys = jnp.stack([jax.random.key(seed)] * len(arts))
+    mesh = shd.make_mesh(len(arts) * num_models) if use_mesh else None
+    t0 = time.perf_counter()
+    accs = evaluate_many(keys, images, labels, x_test, test.labels, num_classes=test.num_classes, model=model,
+                         num_models=num_models, protocol=protocol, model_kwargs=meta.get("model_kwargs") or None,
+                         mesh=mesh)
+    seconds = time.perf_counter() - t0
+    rows = []
+    for d, a, acc in zip(dirs, arts, accs):
+        res = {"mean": float(acc.mean()), "std": float(acc.std()), "accuracies": [float(v) for v in acc],
+               "model": model, "protocol": dataclasses.asdict(protocol)}
+        out = {"synthetic": res, "dataset": dataset, "split": "test", "seed": seed}
+        if save and jax.process_index() == 0:
+            (d / "eval.json").write_text(json.dumps(out, indent=2))
+        rows.append({"dir": d.name, "hparams": a.metadata.get("hparams", {}), **res})
+    summary = {"experiments": rows, "mean_of_means": float(accs.mean(1).mean()),
+               "std_of_means": float(accs.mean(1).std()), "seconds": seconds, "networks": int(accs.size)}
+    if save and jax.process_index() == 0:
+        Path(out_dir, "eval_many.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -41,7 +41,7 @@ from jaxdd import augment as aug
 from jaxdd.types import JaxddError, PRNGKey
 
 BASELINES = ("random", "herding")
-_STEP_CACHE: dict = {}
+_BUILT: dict = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +165,7 @@ def condense_classes(key: PRNGKey, method: str, images: np.ndarray, labels: np.n
     Returns (images (n, h, w, c), global labels (n,), info). The pool's labels are remapped to 0..len(classes)-1."""
     import dataclasses as dc
 
-    from jaxdd.distill import DistillConfig, DistillResult, decode_synthetic, init_state, make_pool, make_step
+    from jaxdd.distill import DistillConfig, distill, make_pool
     from jaxdd.methods import MethodContext, get_method, resolve_options
     from jaxdd.synthetic import pixels
     from jaxdd.synthetic.low_rank import low_rank
@@ -199,28 +199,21 @@ def condense_classes(key: PRNGKey, method: str, images: np.ndarray, labels: np.n
         kw["lr_img"] = config.lr_img
     kw.update(progress=False, eval_every=0)
     dconfig = DistillConfig(**kw)
-    # One objective, parameterization and jitted step per (method, step size, settings), reused by every step and
-    # seed: the step's pool is an argument, so same-shaped pools (equal class sizes) do not recompile. Objectives
-    # used here must therefore not capture the pool they were built with (DM, DC, DSA do not).
+    # One objective and parameterization per (method, step size, settings), reused by every step and seed, so the
+    # driver's compiled step is reused too (same-shaped pools do not recompile). Objectives used here must therefore
+    # not capture the pool they were built with (DM, DC, DSA do not).
     cache_key = (method, s, shape, len(pool.images), pool.index.table.shape, repr(opts), repr(dconfig),
                  config.rank, config.lowrank_init, config.ipc, config.model, repr(config.model_kwargs))
-    if cache_key not in _STEP_CACHE:
+    if cache_key not in _BUILT:
         ctx = MethodContext(s, shape, param.images_per_class, config.model, dict(config.model_kwargs), opts,
                             dataset, pool, preprocess, k_build)
-        objective = spec.build(ctx)
-        _, tx = init_state(k_run, objective, param, pool, dconfig)
-        _STEP_CACHE[cache_key] = (objective, param, make_step(objective, param, tx))
-    objective, param, step_fn = _STEP_CACHE[cache_key]
+        _BUILT[cache_key] = (spec.build(ctx), param)
+    objective, param = _BUILT[cache_key]
     t0 = time.perf_counter()
-    # exactly what jaxdd.distill.distill does without a run directory: step i uses fold_in(k_run, i)
-    state, _ = init_state(k_run, objective, param, pool, dconfig)
-    metrics = {}
-    for _ in range(dconfig.iterations):
-        state, metrics = step_fn(state, pool, k_run)
-    syn = decode_synthetic(param, state.syn, s)
-    if not bool(jnp.all(jnp.isfinite(syn.x))):
-        raise JaxddError(f"{method} produced NaN/inf images at a continual step; lower --lr-img")
-    res = DistillResult(state, syn.x, syn.y, [{k: float(v) for k, v in metrics.items()}] if metrics else [])
+    try:
+        res = distill(k_run, objective, param, pool, dconfig)
+    except JaxddError as e:
+        raise JaxddError(f"{method} at a continual step: {e}; lower --lr-img") from None
     y = np.asarray(res.labels)
     if y.ndim != 1:
         raise JaxddError(f"continual learning keeps hard labels; method {method} learned soft labels")
@@ -264,7 +257,7 @@ def run_continual(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, 
     out = Path(out_dir) if out_dir else None
     cells: dict = {}
     if out is not None:
-        from jaxdd.checkpoint import resume_run
+        from jaxdd.fileio import resume_run
 
         legacy = None
         if (out / "continual.json").is_file() and not (out / "run.json").exists():  # written by an older jaxdd

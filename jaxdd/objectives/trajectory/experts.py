@@ -15,10 +15,10 @@ On-disk buffer (a directory)::
     expert_00000.npy   one expert: (epochs + 1, P) flat parameters (jax.flatten_util.ravel_pytree order), float32
                        or bfloat16 bits stored as uint16 (``dtype="bfloat16"`` halves the size)
     manifest.json      the experts that are COMPLETE, with their byte sizes; written atomically after each file
-    progress/          orbax checkpoint of the group being trained (its snapshots so far), one per finished epoch
+    progress.npz       the group being trained: its ids and snapshots so far, rewritten after every epoch
 
 Writes are atomic (write to a temporary name, fsync, ``os.replace``), and a file counts only once the manifest lists
-it; an interrupted run leaves at most a stray temporary file and a ``progress/`` checkpoint, and rerunning the same
+it; an interrupted run leaves at most a stray temporary file and ``progress.npz``, and rerunning the same
 command resumes from the last finished epoch of the interrupted group with the same keys, so the result is the same as
 an uninterrupted run. ``ExpertBuffer`` refuses an incomplete buffer (unless ``allow_partial``) and checks every file's
 size and header against the manifest, so a half-written buffer is never read silently.
@@ -29,9 +29,10 @@ Reading streams from disk: ``ExpertBuffer.snapshot(i, epoch)`` memory-maps the e
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -44,15 +45,16 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from jaxdd import augment as aug
-from jaxdd.fileio import atomic_write
-from jaxdd.train import epoch_plan, make_train_step
-from jaxdd.types import JaxddError, PRNGKey, PyTree
+from jaxdd.fileio import atomic_write, prepare_out_dir, resume_run
+from jaxdd.train import batched_step, compiled, fit, make_train_step
+from jaxdd.types import JaxddError, PRNGKey, PyTree, path_str
 
 FORMAT_VERSION = 1
 META = "meta.json"
 MANIFEST = "manifest.json"
 PREPROCESS = "preprocess.npz"
-PROGRESS = "progress"
+PROGRESS = "progress.npz"
+OLD_PROGRESS = "progress"  # an older jaxdd's orbax progress checkpoint (its group restarts)
 DTYPES = ("float32", "bfloat16")
 
 
@@ -95,10 +97,8 @@ def _from_storage(a: np.ndarray, dtype: str) -> np.ndarray:
 
 def param_layout(params: PyTree) -> list[dict]:
     """The ravel order of a params pytree: [{"path", "shape"}], recorded in meta.json so the layout is checkable."""
-    from jaxdd.distill import _path_str
-
     leaves = jax.tree_util.tree_leaves_with_path(params)
-    return [{"path": _path_str(p), "shape": list(np.shape(v))} for p, v in leaves]
+    return [{"path": path_str(p), "shape": list(np.shape(v))} for p, v in leaves]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -207,28 +207,6 @@ def _read_manifest(directory: Path) -> dict:
 _NOT_COMPARED = ("num_experts", "created", "jaxdd_version")
 
 
-_STEPS: dict = {}
-
-
-def _make_group_step(module, lr: float, augment):
-    """The jitted vmapped SGD step (cached per module, lr, augmentation, so repeated calls do not recompile)."""
-
-    cache_key = (module, float(lr), augment)
-    if cache_key not in _STEPS:
-        _STEPS[cache_key] = _build_group_step(module, optax.sgd(lr), augment)
-    return _STEPS[cache_key]
-
-
-def _build_group_step(module, tx, augment):
-    step = jax.vmap(make_train_step(module, tx, augment))
-
-    @jax.jit
-    def run(variables, opt_state, pool_x, pool_y, idx, keys):
-        return step(variables, opt_state, pool_x[idx], pool_y[idx], keys)
-
-    return run
-
-
 def train_experts(key: PRNGKey, x: np.ndarray, y: np.ndarray, out_dir: str | os.PathLike, *, num_classes: int,
                   num_experts: int, protocol: ExpertProtocol = ExpertProtocol(), model: str = "ConvNet",
                   model_kwargs: dict | None = None, group: int = 1, dtype: str = "float32",
@@ -243,7 +221,6 @@ def train_experts(key: PRNGKey, x: np.ndarray, y: np.ndarray, out_dir: str | os.
     ``on_epoch(first_expert, epoch)`` is called after each finished epoch of a group (tests interrupt through it).
     """
     from jaxdd import __version__
-    from jaxdd.checkpoint import Checkpointer, prepare_out_dir, resume_run
     from jaxdd.data import preprocess_to_arrays
     from jaxdd.models import eval_module
     from jaxdd.models import init_model
@@ -275,7 +252,7 @@ def train_experts(key: PRNGKey, x: np.ndarray, y: np.ndarray, out_dir: str | os.
     request = {k: v for k, v in meta.items() if k not in _NOT_COMPARED}
     # experts are independent: more experts extend the buffer, fewer just use its first ones; anything else that
     # differs would mix experts trained differently, and is refused (the run.json of jaxdd.checkpoint.resume_run)
-    resume_run(out, "experts", request, markers=(MANIFEST, PROGRESS),
+    resume_run(out, "experts", request, markers=(MANIFEST, PROGRESS, OLD_PROGRESS),
                legacy=None if old is None else {k: v for k, v in old.items() if k not in _NOT_COMPARED})
     if old is not None:
         meta["created"] = old.get("created", meta["created"])
@@ -292,11 +269,9 @@ def train_experts(key: PRNGKey, x: np.ndarray, y: np.ndarray, out_dir: str | os.
     manifest = {int(k): v for k, v in _read_manifest(out).items()}
     todo = [i for i in range(num_experts) if i not in manifest]
     tx = optax.sgd(protocol.lr)
-    step = _make_group_step(module, protocol.lr, protocol.augment)
+    run = compiled(("experts", module, float(protocol.lr), protocol.augment),
+                   lambda: batched_step(make_train_step(module, tx, protocol.augment)))
     pool_x, pool_y = jnp.asarray(x), jnp.asarray(y)
-    n = x.shape[0]
-    bs = min(protocol.batch_size, n)
-    steps_per_epoch = math.ceil(n / bs)
     rest = {k: v for k, v in template.items() if k != "params"}
     e_total = protocol.epochs
     ravel_many = jax.jit(jax.vmap(lambda p: ravel_pytree(p)[0]))
@@ -314,90 +289,63 @@ def train_experts(key: PRNGKey, x: np.ndarray, y: np.ndarray, out_dir: str | os.
         ekeys = jnp.stack([jax.random.fold_in(key, i) for i in ids])
         k_init = jax.vmap(lambda k: jax.random.split(k)[0])(ekeys)
         k_run = jax.vmap(lambda k: jax.random.split(k)[1])(ekeys)
-        snaps = np.zeros((g, e_total + 1, flat0.size), np.float32)
-        done_epochs = 0
-        ckpt = Checkpointer(out / PROGRESS, max_to_keep=1)
-        tag = np.asarray(ids, np.int32)
-        if ckpt.latest_step() is not None:
-            try:
-                saved = ckpt.restore({"ids": tag, "snaps": snaps})
-                same = np.array_equal(np.asarray(saved["ids"]), tag)
-            except Exception:  # a progress checkpoint of another group shape: start this group afresh
-                same = False
-            if same:
-                snaps = np.array(saved["snaps"])
-                done_epochs = int(ckpt.latest_step())
-            else:
-                ckpt.close()
-                _clear_progress(out)
-                ckpt = Checkpointer(out / PROGRESS, max_to_keep=1)
+        snaps, done_epochs = _read_progress(out, ids, (g, e_total + 1, flat0.size))
         if done_epochs == 0:
             fresh = jax.vmap(lambda k: init_model(module, k, image_shape)["params"])(k_init)
             snaps[:, 0] = np.asarray(ravel_many(fresh))
         params = unravel_many(jnp.asarray(snaps[:, done_epochs]))
         variables = {"params": params, **jax.tree.map(lambda a: jnp.broadcast_to(a, (g, *a.shape)), rest)}
-        opt_state = jax.vmap(tx.init)(params)
         if bar is not None:
             bar.update(g * done_epochs)
-        for epoch in range(done_epochs + 1, e_total + 1):
-            perms, sks = epoch_plan(k_run, epoch, n, steps_per_epoch)
-            for s in range(steps_per_epoch):
-                idx = perms[:, s * bs:(s + 1) * bs]
-                variables, opt_state, _ = step(variables, opt_state, pool_x, pool_y, idx, sks[s])
+
+        def snapshot(epoch, variables, opt_state, losses):
             snaps[:, epoch] = np.asarray(ravel_many(variables["params"]))
             if not np.all(np.isfinite(snaps[:, epoch])):
                 raise JaxddError(f"experts {ids} diverged at epoch {epoch}: lower the expert lr ({protocol.lr})")
             if epoch < e_total:
-                ckpt.save(epoch, {"ids": tag, "snaps": snaps})
+                _write_progress(out, ids, epoch, snaps)
             if bar is not None:
                 bar.update(g)
             if on_epoch is not None:
                 on_epoch(ids[0], epoch)
+
+        fit(run, variables, jax.vmap(tx.init)(params), pool_x, pool_y, k_run, epochs=range(done_epochs + 1, e_total + 1),
+            batch_size=protocol.batch_size, on_epoch=snapshot)
         for j, i in enumerate(ids):
             path = _expert_file(out, i)
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, _to_storage(snaps[j], dtype))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            buf = io.BytesIO()
+            np.save(buf, _to_storage(snaps[j], dtype))
+            atomic_write(path, buf.getvalue())
             manifest[i] = {"bytes": path.stat().st_size}
             _atomic_write_json(out / MANIFEST, {"complete": {str(k): v for k, v in sorted(manifest.items())}})
-        ckpt.close()
         _clear_progress(out)
     if bar is not None:
         bar.close()
     return ExpertBuffer(out, allow_partial=True)
 
 
+def _read_progress(out: Path, ids: list[int], shape) -> tuple[np.ndarray, int]:
+    """The snapshots so far of the group ``ids`` being trained, and its finished epochs (0: none saved, or saved
+    for another group, which is then discarded)."""
+    path = out / PROGRESS
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                if np.array_equal(z["ids"], np.asarray(ids)) and z["snaps"].shape == shape:
+                    return np.array(z["snaps"]), int(z["epoch"])
+        except (OSError, ValueError, KeyError):  # unreadable: start the group afresh
+            pass
+    _clear_progress(out)
+    return np.zeros(shape, np.float32), 0
+
+
+def _write_progress(out: Path, ids: list[int], epoch: int, snaps: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, ids=np.asarray(ids, np.int32), epoch=np.asarray(epoch), snaps=snaps)
+    atomic_write(out / PROGRESS, buf.getvalue())
+
+
 def _clear_progress(out: Path) -> None:
-    import shutil
-
-    shutil.rmtree(out / PROGRESS, ignore_errors=True)
-
-
-def make_experts(dataset: str, out_dir: str, *, num_experts: int, epochs: int, seed: int = 0, lr: float = 0.01,
-                 batch_size: int = 256, augment: str | None = aug.DSA_DEFAULT, model: str = "ConvNet",
-                 model_kwargs: dict | None = None, zca: bool = False, group: int = 1, dtype: str = "float32",
-                 max_per_class: int | None = None, data_dir: str | None = None, val_per_class: int | None = None,
-                 progress: bool = True) -> ExpertBuffer:
-    """Load ``dataset``'s training split as ``distill_dataset`` does (validation split carved out with split seed 0,
-    the same preprocessing) and train experts on it. ``max_per_class`` keeps only the first that many images of each
-    class (a smaller CPU budget; recorded in the metadata)."""
-    from jaxdd.pipeline import prepare_data
-
-    train, _, pre, x_train, _ = prepare_data(dataset, data_dir=data_dir, zca=zca, val_per_class=val_per_class,
-                                             seed=0)
-    x = np.asarray(x_train, np.float32)
-    y = np.asarray(train.labels, np.int32)
-    if max_per_class is not None:
-        keep = np.concatenate([np.flatnonzero(y == c)[:max_per_class] for c in range(train.num_classes)])
-        keep.sort()
-        x, y = x[keep], y[keep]
-    info = {"dataset": dataset, "split": "train minus validation (split seed 0)",
-            "num_examples_train_split": int(train.num_examples), "max_per_class": max_per_class,
-            "val_per_class": val_per_class, "seed": seed}
-    protocol = ExpertProtocol(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment or None)
-    return train_experts(jax.random.key(seed), x, y, out_dir, num_classes=train.num_classes,
-                         num_experts=num_experts, protocol=protocol, model=model, model_kwargs=model_kwargs,
-                         group=group, dtype=dtype, preprocess=pre, info=info, progress=progress)
+    shutil.rmtree(out / OLD_PROGRESS, ignore_errors=True)
+    if (out / PROGRESS).exists():
+        (out / PROGRESS).unlink()

@@ -2,7 +2,7 @@
 the meta-gradient a setting.
 
 Per call: draw an expert e and a start epoch t < max_start_epoch from the key; theta_0 = theta*_{e,t}, target
-theta*_{e,t+M} (M = expert_epochs), both streamed from the expert buffer on disk (``jaxdd.experts``). The student
+theta*_{e,t+M} (M = expert_epochs), both streamed from the expert buffer on disk (``jaxdd.objectives.trajectory.experts``). The student
 takes N = syn_steps plain SGD steps on minibatches of ``batch_syn`` synthetic images (a fresh permutation of the set,
 cycled; DSA non-Siamese, a fresh draw per step), with the learned inner learning rate alpha::
 
@@ -177,14 +177,14 @@ def mtt(module, num_classes: int, buffer, *, syn_steps: int = 20, expert_epochs:
         batch_syn: int = 0, memory: str = "constant", remat_every: int = 1, strategy: str | None = aug.DSA_DEFAULT,
         lr_teacher: float = 0.01, lr_param: str = "raw", image_shape: tuple[int, int, int] | None = None,
         conv_impl: str | None = "auto") -> Objective:
-    """The MTT objective. ``module``: the student network; ``buffer``: an ``jaxdd.experts.ExpertBuffer`` of experts
+    """The MTT objective. ``module``: the student network; ``buffer``: an ``jaxdd.objectives.trajectory.experts.ExpertBuffer`` of experts
     of the same architecture. ``batch_syn`` 0 = the whole set per step. conv_impl "auto": the student's convolutions
     ``"fused"`` on CPU (fast inside the unrolled scan), ``"xla"`` on accelerators, for the jaxdd ConvNet/ResNet
     families (""/None: the module's own). The defaults are the code's flag defaults; the driver settings (lr_img
     1000, lr of the learned inner lr 1e-5, 5000 iterations) are ``jaxdd.methods.get_method("mtt").defaults``."""
     from jax.flatten_util import ravel_pytree
 
-    from jaxdd.experts import param_layout
+    from jaxdd.objectives.trajectory.experts import param_layout
     from jaxdd.models import init_model, with_conv_impl
 
     module = with_conv_impl(module, conv_impl)
@@ -244,104 +244,3 @@ def student_module(model: str, num_classes: int, model_kwargs: dict, conv_impl: 
     from jaxdd.models import get_model, with_conv_impl
 
     return with_conv_impl(get_model(model, num_classes, **model_kwargs), conv_impl)
-
-
-def check_buffer_matches(buffer, ctx) -> None:
-    """Raise unless the experts were trained on data shaped and preprocessed like ``ctx``'s, with its model."""
-    meta = buffer.meta
-    problems = []
-    if int(meta["num_classes"]) != ctx.num_classes:
-        problems.append(f"{meta['num_classes']} classes vs {ctx.num_classes}")
-    if tuple(meta["image_shape"]) != tuple(ctx.image_shape):
-        problems.append(f"image shape {tuple(meta['image_shape'])} vs {tuple(ctx.image_shape)}")
-    if meta["model"] != ctx.model or dict(meta["model_kwargs"]) != {
-            k: v for k, v in ctx.model_kwargs.items() if k != "conv_impl"}:
-        problems.append(f"model {meta['model']} {meta['model_kwargs']} vs {ctx.model} {ctx.model_kwargs}")
-    ds = meta.get("info", {}).get("dataset")
-    if ds is not None and ctx.dataset is not None and ds != ctx.dataset:
-        problems.append(f"dataset {ds} vs {ctx.dataset}")
-    if ctx.preprocess is not None and (buffer.directory / "preprocess.npz").exists():
-        pre = buffer.preprocess()
-        if pre.uses_zca != ctx.preprocess.uses_zca or not (
-                np.allclose(pre.mean, ctx.preprocess.mean) and np.allclose(pre.std, ctx.preprocess.std)):
-            problems.append("preprocessing (mean/std or ZCA) differs")
-    if problems:
-        raise JaxddError(f"expert buffer {buffer.directory} does not match this run: {'; '.join(problems)}. "
-                         "Train experts for this setting with `jaxdd experts` (same dataset, model, --zca)")
-
-
-def _build_mtt(ctx):
-    from jaxdd.experts import ExpertBuffer
-
-    o = ctx.options
-    if not o["experts"]:
-        raise JaxddError("mtt needs an expert buffer: pass --experts DIR (create it with `jaxdd experts --dataset "
-                         f"{ctx.dataset} --num-experts N --epochs E --out DIR`)")
-    buffer = ExpertBuffer(o["experts"], allow_partial=bool(o["allow_partial_buffer"]))
-    check_buffer_matches(buffer, ctx)
-    module = student_module(ctx.model, ctx.num_classes, ctx.model_kwargs, "")
-    return mtt(module, ctx.num_classes, buffer, strategy=o["dsa"] or None, image_shape=ctx.image_shape,
-               **{n: o[n] for n in ("syn_steps", "expert_epochs", "max_start_epoch", "batch_syn", "memory",
-                                    "remat_every", "lr_teacher", "lr_param", "conv_impl")})
-
-
-def _artifact_metadata(extras: dict, options: dict) -> dict:
-    """The learned inner lr, which the evaluation trains with (``evaluate_run`` reads ``eval_lr``)."""
-    raw = float(np.asarray(extras["syn_lr"]))
-    lr = float(lr_value(jnp.asarray(raw), options.get("lr_param", "raw")))
-    if not lr > 0 or not math.isfinite(lr):
-        raise JaxddError(f"the learned inner lr is {lr}, not a usable evaluation lr: lower the lr of "
-                         "extras/syn_lr or use --lr-param softplus")
-    return {"eval_lr": lr, "learned_syn_lr": lr}
-
-
-def _tiny(ctx, tmp: str) -> dict:
-    """A 1-expert, 2-epoch buffer on the toy pool, and a 2-step student (for the contract suite)."""
-    import os
-
-    from jaxdd.experts import ExpertProtocol, train_experts
-
-    path = os.path.join(tmp, "mtt_experts")
-    n = int(ctx.pool.labels.shape[0])  # one full-batch step per epoch: one compiled shape
-    train_experts(jax.random.key(0), np.asarray(ctx.pool.images), np.asarray(ctx.pool.labels), path,
-                  num_classes=ctx.num_classes, num_experts=1, model=ctx.model, model_kwargs=ctx.model_kwargs,
-                  protocol=ExpertProtocol(epochs=2, lr=0.05, batch_size=n, augment=None),
-                  preprocess=ctx.preprocess, info={"dataset": ctx.dataset}, progress=False)
-    return {"experts": path, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 2, "batch_syn": 0, "dsa": ""}
-
-
-def _register():
-    from jaxdd.methods import MethodSpec, Option, register_method
-    from jaxdd.methods import constructor_option as opt
-    from jaxdd.models import CONV_IMPLS
-
-    spec_kwargs = dict(
-        name="mtt",
-        build=_build_mtt,
-        defaults={"lr_img": 1000.0, "momentum": 0.5, "iterations": 5000, "init": "real",
-                  "eval_augment": aug.DSA_DEFAULT, "eval_models": 5, "lrs": (("extras/syn_lr", 1e-5),)},
-        options=(
-            Option("experts", str, "", "expert buffer directory (made by `jaxdd experts`)"),
-            opt(mtt, "syn_steps", int, "student SGD steps per iteration (N)"),
-            opt(mtt, "expert_epochs", int, "expert epochs the student must cover (M)"),
-            opt(mtt, "max_start_epoch", int, "start epochs are drawn from 0..max_start_epoch-1"),
-            opt(mtt, "batch_syn", int, "synthetic images per student step (0 = the whole set)"),
-            opt(mtt, "memory", str, "meta-gradient memory: full | remat | constant (exact) | tesla "
-                   "(TESLA's approximation)", choices=MEMORY),
-            opt(mtt, "remat_every", int, "steps per jax.checkpoint block with --memory remat"),
-            opt(mtt, "lr_teacher", float, "initial learned inner lr"),
-            opt(mtt, "lr_param", str, "inner lr as is (raw, MTT) or softplus of the learnable (extension)",
-                   choices=LR_PARAMS),
-            opt(mtt, "conv_impl", str, "student convolutions: auto (fused on CPU, xla on accelerators), "
-                   "fused, winograd, vjp or patches (fast inside scan on CPU) or xla", choices=("auto",) + CONV_IMPLS),
-            opt(mtt, "dsa", str, "DSA strategy for matching ('' or none disables)", param="strategy"),
-            Option("allow_partial_buffer", bool, False, "use the finished experts of an incomplete buffer"),
-        ),
-        help="matching training trajectories (Cazenavette et al., CVPR 2022), exact bounded-memory meta-gradients",
-        tiny=_tiny,
-    )
-    spec_kwargs["artifact_metadata"] = _artifact_metadata
-    register_method(MethodSpec(**spec_kwargs))
-
-
-_register()
