@@ -25,7 +25,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -120,6 +120,100 @@ def start_run(out_dir, kind: str, cfg: dict, config: DistillConfig) -> None:
                markers=("checkpoints", "synthetic.npz", "exp_000/checkpoints"))
 
 
+class _Prepared(NamedTuple):
+    """Everything a distillation run needs, resolved and checked once for ``distill_dataset`` and
+    ``distill_many_dataset`` (so every check applies to both)."""
+
+    spec: Any
+    opts: dict
+    config: DistillConfig
+    data_name: str  # the dataset's name (arrays: the name they were given)
+    named: bool  # dataset given by name (else arrays or a Dataset object)
+    full: Any  # the whole training split (jaxdd.Dataset)
+    train: Any
+    val: Any
+    pre: Any
+    x_val: Any
+    parameterization: Any
+    pool: Any
+    objective: Any
+    eval_augment: str | None
+    keys: tuple  # (k_build, k_run, k_eval) of jax.random.key(seed)
+
+
+def _prepare(kind: str, method: str, dataset, ipc: int, *, out_dir, seed: int, iterations, model, model_kwargs,
+             param: str, param_options, init, method_options, config_overrides, zca: bool, data_dir, val_per_class,
+             eval_every: int, progress: bool, extra_run_config: dict | None = None) -> _Prepared:
+    """Resolve the method, options, configuration and parameterization; create or check the run directory
+    (``start_run``); load and split the data; check the model and the float budget; build the objective."""
+    spec = get_method(method)
+    opts = resolve_options(spec, method_options or {})
+    if param not in _PARAMS:
+        raise JaxddError(f"unknown parameterization {param!r}; available: {available_parameterizations()}")
+    init = init or spec.defaults.get("init", "real")
+    config = method_config(spec, iterations, config_overrides, eval_every, progress)
+    named = isinstance(dataset, str)
+    full = as_dataset(dataset, "train", data_dir)
+    if out_dir is not None and jax.process_index() == 0:
+        data_id = dataset if named else {"name": full.name, "sha256": fingerprint(full)}
+        start_run(out_dir, kind, {**run_config(
+            method, data_id, ipc, seed=seed, opts=opts, config=config, model=model_name(model),
+            model_kwargs=model_kwargs, param=param, param_options=param_options, init=init, zca=zca,
+            val_per_class=val_per_class), **(extra_run_config or {})}, config)
+    train, val, pre, x_train, x_val = prepare_data(full, data_dir=data_dir, zca=zca,
+                                                   val_per_class=val_per_class, seed=seed)
+    k, shape = train.num_classes, train.image_shape
+    if not isinstance(model, str):
+        if spec.name.split("+")[0] in _NEEDS_MODEL_NAME:
+            raise JaxddError(f"method {method!r} saves the model by name with its experts or teacher; register your "
+                             f"module first: jaxdd.register_model('{model_name(model)}', lambda num_classes, **kw: "
+                             f"{model_name(model)}(num_classes=num_classes, **kw)), then pass "
+                             f"model='{model_name(model)}'")
+        check_model(get_model(model, k, **(model_kwargs or {})), shape, k)
+    parameterization = make_parameterization(param, ipc=ipc, image_shape=shape, num_classes=k, init=init,
+                                             **(param_options or {}))
+    keys = jax.random.split(jax.random.key(seed), 3)
+    real = jax.ShapeDtypeStruct((k, parameterization.images_per_class, *shape), jnp.float32)
+    stored = tree_floats(jax.eval_shape(parameterization.init, keys[0], real))
+    if stored > pixel_budget(k, ipc, shape):
+        raise JaxddError(f"parameterization {param} {parameterization.config} stores {stored} floats, over the "
+                         f"budget of {ipc} pixel images per class ({pixel_budget(k, ipc, shape)} floats); lower its "
+                         "rank or images per class")
+    pool = make_pool(x_train, train.labels, k)
+    data_name = dataset if named else full.name
+    ctx = MethodContext(k, shape, parameterization.images_per_class, model, dict(model_kwargs or {}), opts,
+                        data_name, pool, pre, keys[0], data_dir)
+    # the paper's evaluation augmentation for this method, dataset and network (DC: DC-augmentation on MNIST or a
+    # ConvNetBN); the validation evaluation uses it, and the artifact records it for ``evaluate_run``
+    eval_augment = standard_eval_augment(method, data_name, model_name(model))
+    return _Prepared(spec, opts, config, data_name, named, full, train, val, pre, x_val, parameterization, pool,
+                     spec.build(ctx), eval_augment, tuple(keys))
+
+
+def _metadata(p: _Prepared, method: str, ipc: int, syn_data, steps_done: int, model, model_kwargs, zca: bool
+              ) -> dict:
+    """The artifact metadata a run's sets share (``synthetic.json``)."""
+    k, shape = p.train.num_classes, p.train.image_shape
+    stored = tree_floats(syn_data)
+    meta = {
+        "jaxdd_version": __version__, "method": method, "dataset": p.data_name if p.named else None,
+        "ipc_budget": ipc, "images_per_class": p.parameterization.images_per_class,
+        "num_images": k * p.parameterization.images_per_class, "floats_stored": stored,
+        "floats_budget": pixel_budget(k, ipc, shape),
+        "compression_vs_full": float(p.train.num_examples * math.prod(shape) / stored),
+        "parameterization": {"name": p.parameterization.name, **p.parameterization.config},
+        "model": model_name(model), "model_kwargs": model_kwargs or {}, "method_options": p.opts,
+        "config": dataclasses.asdict(p.config), "steps_done": steps_done, "zca": zca, "eval_augment": p.eval_augment,
+        "num_classes": k, "class_names": list(p.train.class_names), "image_shape": list(shape),
+        "val_per_class": None if p.val is None else int(p.val.num_examples // k),
+    }
+    if not p.named:  # arrays or a Dataset object: no name to load them again by
+        meta["data"] = {"name": p.full.name, "num_examples": p.full.num_examples, "sha256": fingerprint(p.full)}
+    if not isinstance(model, str):
+        meta["model_module"] = True  # an own flax module: evaluate_run needs it again (model=...)
+    return meta
+
+
 def distill_dataset(method: str, dataset, ipc: int, *, out_dir: str | None = None, seed: int = 0,
                     iterations: int | None = None, model="ConvNet", model_kwargs: dict | None = None,
                     param: str = "pixels", param_options: dict | None = None, init: str | None = None,
@@ -137,82 +231,33 @@ def distill_dataset(method: str, dataset, ipc: int, *, out_dir: str | None = Non
     on the validation split (``eval_models`` networks, ``eval_epochs`` epochs) during distillation. ``callbacks``:
     callables ``(step, metrics)`` called with every logged row (see ``jaxdd.distill.distill``).
     """
-    spec = get_method(method)
-    opts = resolve_options(spec, method_options or {})
-    if param not in _PARAMS:
-        raise JaxddError(f"unknown parameterization {param!r}; available: {available_parameterizations()}")
-    init = init or spec.defaults.get("init", "real")
-    config = method_config(spec, iterations, config_overrides, eval_every, progress)
-    named = isinstance(dataset, str)
-    full = as_dataset(dataset, "train", data_dir)
-    if out_dir is not None:
-        data_id = dataset if named else {"name": full.name, "sha256": fingerprint(full)}
-        start_run(out_dir, "distill", run_config(
-            method, data_id, ipc, seed=seed, opts=opts, config=config, model=model_name(model),
-            model_kwargs=model_kwargs, param=param, param_options=param_options, init=init, zca=zca,
-            val_per_class=val_per_class), config)
-    train, val, pre, x_train, x_val = prepare_data(full, data_dir=data_dir, zca=zca,
-                                                   val_per_class=val_per_class, seed=seed)
-    k = train.num_classes
-    shape = train.image_shape
-    if not isinstance(model, str):
-        if spec.name.split("+")[0] in _NEEDS_MODEL_NAME:
-            raise JaxddError(f"method {method!r} saves the model by name with its experts or teacher; register your "
-                             f"module first: jaxdd.register_model('{model_name(model)}', lambda num_classes, **kw: "
-                             f"{model_name(model)}(num_classes=num_classes, **kw)), then pass "
-                             f"model='{model_name(model)}'")
-        check_model(get_model(model, k, **(model_kwargs or {})), shape, k)
-    parameterization = make_parameterization(param, ipc=ipc, image_shape=shape, num_classes=k, init=init,
-                                             **(param_options or {}))
-    key = jax.random.key(seed)
-    k_build, k_run, k_eval = jax.random.split(key, 3)
-    pool = make_pool(x_train, train.labels, k)
-    ctx = MethodContext(k, shape, parameterization.images_per_class, model, dict(model_kwargs or {}), opts,
-                        dataset if named else full.name, pool, pre, k_build, data_dir)
-    objective = spec.build(ctx)
-    # the paper's evaluation augmentation for this method, dataset and network (DC: DC-augmentation on MNIST or a
-    # ConvNetBN); the validation evaluation uses it, and the artifact records it for ``evaluate_run``
-    eval_augment = standard_eval_augment(method, dataset if named else full.name, model_name(model))
-
+    p = _prepare("distill", method, dataset, ipc, out_dir=out_dir, seed=seed, iterations=iterations, model=model,
+                 model_kwargs=model_kwargs, param=param, param_options=param_options, init=init,
+                 method_options=method_options, config_overrides=config_overrides, zca=zca, data_dir=data_dir,
+                 val_per_class=val_per_class, eval_every=eval_every, progress=progress)
+    _, k_run, k_eval = p.keys
+    k = p.train.num_classes
     evaluator = None
-    if config.eval_every and val is not None:
-        protocol = default_protocol(eval_augment, epochs=eval_epochs)
-        y_val = jnp.asarray(val.labels)
+    if p.config.eval_every and p.val is not None:
+        protocol = default_protocol(p.eval_augment, epochs=eval_epochs)
+        y_val = jnp.asarray(p.val.labels)
 
         def evaluator(images, labels, step):
-            res = evaluate_synthetic(jax.random.fold_in(k_eval, step), images, labels, x_val, y_val,
+            res = evaluate_synthetic(jax.random.fold_in(k_eval, step), images, labels, p.x_val, y_val,
                                      num_classes=k, model=model, num_models=eval_models, protocol=protocol,
                                      model_kwargs=model_kwargs)
             return {"val_acc": res.mean, "val_acc_std": res.std}
 
-    result = distill(k_run, objective, parameterization, pool, config, out_dir=out_dir, evaluator=evaluator,
+    result = distill(k_run, p.objective, p.parameterization, p.pool, p.config, out_dir=out_dir, evaluator=evaluator,
                      callbacks=callbacks)
-    budget = pixel_budget(k, ipc, shape)
-    stored = tree_floats(result.state.syn["data"])
-    if stored > budget:
-        raise JaxddError(f"parameterization {param} stores {stored} floats, over the pixel budget {budget}")
-    meta = {
-        "jaxdd_version": __version__, "method": method, "dataset": dataset if named else None, "ipc_budget": ipc,
-        "images_per_class": parameterization.images_per_class, "num_images": int(result.images.shape[0]),
-        "floats_stored": stored, "floats_budget": budget,
-        "compression_vs_full": float(train.num_examples * math.prod(shape) / stored),
-        "parameterization": {"name": parameterization.name, **parameterization.config},
-        "model": model_name(model), "model_kwargs": model_kwargs or {}, "method_options": opts,
-        "config": dataclasses.asdict(config), "steps_done": int(result.state.step), "seed": seed,
-        "key": f"jax.random.key({seed})",
-        "zca": zca, "eval_augment": eval_augment, "num_classes": k, "class_names": list(train.class_names),
-        "image_shape": list(shape), "val_per_class": None if val is None else int(val.num_examples // k),
-        "final_metrics": result.history[-1] if result.history else {},
-    }
-    if not named:  # arrays or a Dataset object: no name to load them again by
-        meta["data"] = {"name": full.name, "num_examples": full.num_examples, "sha256": fingerprint(full)}
-    if not isinstance(model, str):
-        meta["model_module"] = True  # an own flax module: evaluate_run needs it again (model=...)
-    if spec.artifact_metadata is not None:
-        meta.update(spec.artifact_metadata(jax.device_get(result.state.syn.get("extras", {})), opts))
+    meta = {**_metadata(p, method, ipc, result.state.syn["data"], int(result.state.step), model, model_kwargs, zca),
+            "seed": seed, "key": f"jax.random.key({seed})",
+            "final_metrics": result.history[-1] if result.history else {}}
+    if p.spec.artifact_metadata is not None:
+        meta.update(p.spec.artifact_metadata(jax.device_get(result.state.syn.get("extras", {})), p.opts))
     if out_dir is not None:
-        save_artifact(out_dir, result.images, result.labels, pre, meta, class_names=train.class_names)
-    return {**meta, "images": result.images, "labels": result.labels, "history": result.history, "preprocess": pre}
+        save_artifact(out_dir, result.images, result.labels, p.pre, meta, class_names=p.train.class_names)
+    return {**meta, "images": result.images, "labels": result.labels, "history": result.history, "preprocess": p.pre}
 
 
 def evaluate_run(out_dir: str, *, num_models: int | None = None, epochs: int | None = None, model=None,
@@ -422,9 +467,9 @@ def make_experts(dataset: str, out_dir: str, *, num_experts: int, epochs: int, s
 # Many experiments at once (what `jaxdd distill-many` / `jaxdd evaluate-many` run): the driver's experiment axis
 
 
-def distill_many_dataset(method: str, dataset: str, ipc: int, *, num_exp: int, out_dir: str | None = None,
+def distill_many_dataset(method: str, dataset, ipc: int, *, num_exp: int, out_dir: str | None = None,
                          seed: int = 0, hparams: dict[str, Sequence[float]] | None = None,
-                         iterations: int | None = None, model: str = "ConvNet", model_kwargs: dict | None = None,
+                         iterations: int | None = None, model="ConvNet", model_kwargs: dict | None = None,
                          param: str = "pixels", param_options: dict | None = None, init: str | None = None,
                          method_options: dict | None = None, config_overrides: dict | None = None,
                          zca: bool = False, data_dir: str | None = None, val_per_class: int | None = None,
@@ -437,62 +482,34 @@ def distill_many_dataset(method: str, dataset: str, ipc: int, *, num_exp: int, o
     ``distill_dataset(seed=seed + i)`` uses, so experiment 0 equals ``distill_dataset(seed=seed)``. Each experiment
     writes ``out_dir/exp_00i/`` (checkpoints, metrics.jsonl, synthetic.npz/.json/.png); ``out_dir/experiments.json``
     lists them. The mesh spans every device (``make_mesh``; ``use_mesh=False``: no mesh, default placement)."""
-
     if num_exp < 1:
         raise JaxddError(f"num_exp must be >= 1, got {num_exp}")
-    spec = get_method(method)
-    opts = resolve_options(spec, method_options or {})
-    if param not in _PARAMS:
-        raise JaxddError(f"unknown parameterization {param!r}; available: {available_parameterizations()}")
-    init = init or spec.defaults.get("init", "real")
-    config = method_config(spec, iterations, config_overrides, eval_every, progress)
     grid = {n: [float(v) for v in np.asarray(vals, np.float32).reshape(-1)] for n, vals in (hparams or {}).items()}
-    if out_dir is not None and jax.process_index() == 0:
-        cfg = run_config(method, dataset, ipc, seed=seed, opts=opts, config=config, model=model,
-                         model_kwargs=model_kwargs, param=param, param_options=param_options, init=init, zca=zca,
-                         val_per_class=val_per_class)
-        start_run(out_dir, "distill-many", {**cfg, "num_exp": num_exp, "hparams": grid}, config)
-    train, val, pre, x_train, x_val = prepare_data(dataset, data_dir=data_dir, zca=zca,
-                                                   val_per_class=val_per_class, seed=seed)
-    k, shape = train.num_classes, train.image_shape
-    parameterization = _PARAMS[param](ipc=ipc, image_shape=shape, num_classes=k, init=init, **(param_options or {}))
-    k_build, _, k_eval = jax.random.split(jax.random.key(seed), 3)
+    p = _prepare("distill-many", method, dataset, ipc, out_dir=out_dir, seed=seed, iterations=iterations,
+                 model=model, model_kwargs=model_kwargs, param=param, param_options=param_options, init=init,
+                 method_options=method_options, config_overrides=config_overrides, zca=zca, data_dir=data_dir,
+                 val_per_class=val_per_class, eval_every=eval_every, progress=progress,
+                 extra_run_config={"num_exp": num_exp, "hparams": grid})
+    k_eval = p.keys[2]
+    k = p.train.num_classes
     keys = jnp.stack([jax.random.split(jax.random.key(seed + i), 3)[1] for i in range(num_exp)])
-    pool = make_pool(x_train, train.labels, k)
-    ctx = MethodContext(k, shape, parameterization.images_per_class, model, dict(model_kwargs or {}), opts, dataset,
-                        pool, pre, k_build, data_dir)
-    objective = spec.build(ctx)
     mesh = shd.make_mesh(num_exp, exp=mesh_exp, data=mesh_data) if use_mesh else None
-    eval_augment = standard_eval_augment(method, dataset, model)
-
     evaluator = None
-    if config.eval_every and val is not None:
-        protocol = default_protocol(eval_augment, epochs=eval_epochs)
+    if p.config.eval_every and p.val is not None:
+        protocol = default_protocol(p.eval_augment, epochs=eval_epochs)
 
         def evaluator(images, labels, step):
             ek = jnp.stack([jax.random.fold_in(k_eval, step)] * num_exp)
-            accs = evaluate_many(ek, images, labels, x_val, val.labels, num_classes=k, model=model,
+            accs = evaluate_many(ek, images, labels, p.x_val, p.val.labels, num_classes=k, model=model,
                                  num_models=eval_models, protocol=protocol, model_kwargs=model_kwargs, mesh=mesh)
             return {"val_acc": accs.mean(1), "val_acc_std": accs.std(1)}
 
     t0 = time.perf_counter()
-    result = distill_many(keys, objective, parameterization, pool, config, hparams=hparams, mesh=mesh,
+    result = distill_many(keys, p.objective, p.parameterization, p.pool, p.config, hparams=hparams, mesh=mesh,
                           syn_sharding=syn_sharding, split_pool=split_pool, out_dir=out_dir, evaluator=evaluator)
     seconds = time.perf_counter() - t0
-    budget = pixel_budget(k, ipc, shape)
-    stored = tree_floats(jax.tree.map(lambda a: a[0], result.state.syn["data"]))
-    base = {
-        "jaxdd_version": __version__, "method": method, "dataset": dataset, "ipc_budget": ipc,
-        "images_per_class": parameterization.images_per_class, "num_images": int(result.images.shape[1]),
-        "floats_stored": stored, "floats_budget": budget,
-        "compression_vs_full": float(train.num_examples * math.prod(shape) / stored),
-        "parameterization": {"name": parameterization.name, **parameterization.config},
-        "model": model, "model_kwargs": model_kwargs or {}, "method_options": opts,
-        "config": dataclasses.asdict(config), "steps_done": int(jax.device_get(result.state.step[0])), "zca": zca,
-        "eval_augment": eval_augment, "num_classes": k,
-        "class_names": list(train.class_names), "image_shape": list(shape),
-        "val_per_class": None if val is None else int(val.num_examples // k),
-    }
+    base = _metadata(p, method, ipc, jax.tree.map(lambda a: a[0], result.state.syn["data"]),
+                     int(jax.device_get(result.state.step[0])), model, model_kwargs, zca)
     experiments = []
     for i in range(num_exp):
         meta = {**base, "seed": seed + i, "data_seed": seed,
@@ -500,12 +517,12 @@ def distill_many_dataset(method: str, dataset: str, ipc: int, *, num_exp: int, o
                 "num_experiments": num_exp, "hparams": {n: v[i] for n, v in grid.items()},
                 "diverged": i in result.diverged,
                 "final_metrics": result.histories[i][-1] if result.histories[i] else {}}
-        if spec.artifact_metadata is not None:
-            meta.update(spec.artifact_metadata(
-                jax.tree.map(lambda a: np.asarray(a)[i], jax.device_get(result.state.syn.get("extras", {}))), opts))
+        if p.spec.artifact_metadata is not None:
+            meta.update(p.spec.artifact_metadata(
+                jax.tree.map(lambda a: np.asarray(a)[i], jax.device_get(result.state.syn.get("extras", {}))), p.opts))
         if out_dir is not None and jax.process_index() == 0 and i not in result.diverged:
-            save_artifact(exp_dir(out_dir, i), result.images[i], result.labels[i], pre, meta,
-                          class_names=train.class_names)
+            save_artifact(exp_dir(out_dir, i), result.images[i], result.labels[i], p.pre, meta,
+                          class_names=p.train.class_names)
         experiments.append(meta)
     summary = {"num_experiments": num_exp, "seconds": seconds, "mesh": shd.describe(mesh), "hparams": grid,
                "diverged": result.diverged,

@@ -233,3 +233,23 @@ def test_distill_without_iterations_says_it_runs_the_paper_count(capsys):
     assert "iterations not given: dm runs its paper's 20000" in capsys.readouterr().err
     method_config(get_method("dm"), iterations=5)
     assert capsys.readouterr().err == ""
+
+
+def test_one_budget_check_for_distill_and_distill_many(tmp_path, monkeypatch):
+    """Both dataset-level drivers go through one setup (jaxdd.api._prepare): a parameterization storing more floats
+    than the pixel budget is refused before any step runs, by distill_dataset and by distill_many_dataset alike."""
+    import jax.numpy as jnp
+
+    from jaxdd.synthetic import registry
+
+    def double(ipc, image_shape, num_classes, init, **_):  # stores two images per decoded image
+        return jaxdd.Parameterization(
+            "double", lambda key, real: {"a": jnp.concatenate([real, real], 1)},
+            lambda p: p["a"][:, :ipc].reshape(-1, *image_shape), ipc, lambda p: int(p["a"].size), {})
+
+    monkeypatch.setitem(registry.PARAMETERIZATIONS, "double", double)
+    for fn, kw in ((jaxdd.distill_dataset, {}), (jaxdd.distill_many_dataset, {"num_exp": 2})):
+        with pytest.raises(JaxddError, match="over the budget of 1 pixel images per class"):
+            fn("dm", "digits", 1, param="double", iterations=10 ** 6, out_dir=str(tmp_path / fn.__name__),
+               progress=False, **kw)
+        assert not (tmp_path / fn.__name__ / "checkpoints").exists()

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdd.protocols.continual import (ContinualConfig, class_order, condense_classes, herding_select, herding_subset,
-                             run_continual, split_steps)
+from jaxdd.protocols.continual import (ContinualConfig, check_methods, class_order, condense_classes,
+                                       herding_select, herding_subset, parse_builder, run_continual, split_steps)
 from jaxdd.types import JaxddError
 from tests.conftest import toy_images
 
@@ -65,6 +65,12 @@ def test_condense_step_uses_only_its_classes_with_global_labels():
     lx, ly, linfo = condense_classes(jax.random.key(0), "lowrank_dm", x, y, [3, 1], config)
     assert linfo["images_per_class"] == 4 and lx.shape == (8, *SHAPE) and linfo["floats"] <= 2 * 2 * 64
     np.testing.assert_array_equal(ly, [1] * 4 + [3] * 4)
+    # the parameterization comes from the registry: "dm@low_rank" is the same builder as its alias "lowrank_dm"
+    assert parse_builder("dm@low_rank") == parse_builder("lowrank_dm") == ("dm", "low_rank")
+    assert parse_builder("dsa") == ("dsa", "pixels")
+    np.testing.assert_array_equal(condense_classes(jax.random.key(0), "dm@low_rank", x, y, [3, 1], config)[0], lx)
+    with pytest.raises(JaxddError, match="dm@nope"):
+        check_methods(["dm@nope"])
     hx, hy = herding_subset(jax.random.key(0), x, y, [2, 0], 3, model_kwargs=SMALL)
     np.testing.assert_array_equal(hy, [2, 2, 2, 0, 0, 0])
     for img, lab in zip(hx, hy):

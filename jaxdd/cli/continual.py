@@ -14,8 +14,9 @@ def _add_arguments(p) -> None:
     p.add_argument("--seeds", type=positive_int, default=3, help="number of class orders (seeds 0..N-1)")
     p.add_argument("--out", required=True, help="output directory (rerun to resume)")
     p.add_argument("--methods", default="random,herding,dm,lowrank_dm",
-                   help="comma list: random, herding, any method (dm, dsa, ...), lowrank_<method>")
-    p.add_argument("--rank", type=positive_int, default=2, help="rank of the lowrank_<method> builders")
+                   help="comma list: random, herding, any method (dm, dsa, ...), <method>@<parameterization> (dm@low_rank; "
+                        "lowrank_<method> is its alias)")
+    p.add_argument("--rank", type=positive_int, default=2, help="rank of the low-rank builders (<method>@low_rank)")
     p.add_argument("--model", default="ConvNet", help="network for distillation, herding features and evaluation")
     p.add_argument("--lowrank-init", choices=("noise", "svd"), default="noise", help="noise = the paper's")
     p.add_argument("--iterations", type=positive_int, default=None,

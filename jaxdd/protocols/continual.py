@@ -13,8 +13,10 @@ Memory builders ("methods"):
   INITIALISED ConvNet (untrained; a fresh one per step, ``herding_model``): greedily add the image that keeps the
   mean of the chosen embeddings closest to the class mean.
 - any registered distillation method name (``dm``, ``dsa``, ...): pixel images, the method's defaults.
-- ``lowrank_<method>`` (e.g. ``lowrank_dm``): the same method through the low-rank plugin (rank ``rank``, init
-  ``lowrank_init``, default the paper's noise), so it stores floor(ipc*h*w / (r*(h+w))) images per class.
+- ``<method>@<parameterization>`` (e.g. ``dm@low_rank``): the method through any registered parameterization
+  (``jaxdd.register_parameterization``); ``low_rank`` gets rank ``rank`` and init ``lowrank_init`` (default the
+  paper's noise), so it stores floor(ipc*h*w / (r*(h+w))) images per class. ``lowrank_<method>`` (the paper's
+  name, ``lowrank_dm``) is an alias of ``<method>@low_rank``.
 
 Labels: each step's set is distilled on a pool holding only the step's classes with labels remapped to 0..s-1
 (the objective is built with ``num_classes = s``); the decoded labels are mapped back to the global class ids
@@ -41,6 +43,18 @@ from jaxdd import augment as aug
 from jaxdd.types import JaxddError, PRNGKey
 
 BASELINES = ("random", "herding")
+LOW_RANK_ALIAS = "lowrank_"  # lowrank_<method> = <method>@low_rank (the name the paper's tables use)
+
+
+def parse_builder(name: str) -> tuple[str, str]:
+    """(method, parameterization) of a distilling memory builder: "dm" -> ("dm", "pixels"), "dm@low_rank" or its
+    alias "lowrank_dm" -> ("dm", "low_rank")."""
+    if "@" in name:
+        method, _, param = name.partition("@")
+        return method, param
+    if name.startswith(LOW_RANK_ALIAS):
+        return name[len(LOW_RANK_ALIAS):], "low_rank"
+    return name, "pixels"
 _BUILT: dict = {}
 
 
@@ -160,18 +174,16 @@ def random_real_subset(key: PRNGKey, images: np.ndarray, labels: np.ndarray, cla
 def condense_classes(key: PRNGKey, method: str, images: np.ndarray, labels: np.ndarray, classes: Sequence[int],
                      config: ContinualConfig, *, dataset: str = "", preprocess=None
                      ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Distil the real images of ``classes`` only with ``method`` ("dm", "lowrank_dm", ...) at ``config.ipc``.
+    """Distil the real images of ``classes`` only with ``method`` ("dm", "dm@low_rank", ...) at ``config.ipc``.
 
     Returns (images (n, h, w, c), global labels (n,), info). The pool's labels are remapped to 0..len(classes)-1."""
     import dataclasses as dc
 
     from jaxdd.distill import DistillConfig, distill, make_pool
     from jaxdd.methods import MethodContext, get_method, resolve_options
-    from jaxdd.synthetic import pixels
-    from jaxdd.synthetic.low_rank import low_rank
+    from jaxdd.synthetic import make_parameterization
 
-    low = method.startswith("lowrank_")
-    base = method[len("lowrank_"):] if low else method
+    base, param_name = parse_builder(method)
     spec = get_method(base)
     classes = np.asarray(classes)
     mask = np.isin(labels, classes)
@@ -184,10 +196,9 @@ def condense_classes(key: PRNGKey, method: str, images: np.ndarray, labels: np.n
     if config.real_per_class is not None and "real_per_class" in {o.name for o in spec.options}:
         given["real_per_class"] = config.real_per_class
     opts = resolve_options(spec, given)
-    if low:
-        param = low_rank(config.rank, ipc=config.ipc, image_shape=shape, init=config.lowrank_init, num_classes=s)
-    else:
-        param = pixels(config.ipc, spec.defaults.get("init", "real"))
+    options = {"rank": config.rank, "init": config.lowrank_init} if param_name == "low_rank" else {}
+    param = make_parameterization(param_name, ipc=config.ipc, image_shape=shape, num_classes=s,
+                                  **{"init": spec.defaults.get("init", "real"), **options})
     k_build, k_run = jax.random.split(key)
     fields = {f.name for f in dc.fields(DistillConfig)}
     kw = {k: v for k, v in spec.defaults.items() if k in fields}
@@ -373,9 +384,12 @@ def continual_learning(dataset: str, config: ContinualConfig, *, out_dir: str | 
 def check_methods(methods: Sequence[str]) -> None:
     """Refuse an unknown memory builder before anything runs (not after the others have spent their time)."""
     from jaxdd.methods import available_methods
+    from jaxdd.synthetic import available_parameterizations
 
-    known = set(available_methods())
-    bad = [m for m in methods if m not in BASELINES and m.removeprefix("lowrank_") not in known]
+    known, params = set(available_methods()), set(available_parameterizations())
+    bad = [m for m in methods if m not in BASELINES and (parse_builder(m)[0] not in known or
+                                                         parse_builder(m)[1] not in params)]
     if bad:
         raise JaxddError(f"unknown memory builders {bad} in --methods; use random, herding, a method "
-                         f"({', '.join(sorted(known))}) or lowrank_<method>")
+                         f"({', '.join(sorted(known))}), <method>@<parameterization> "
+                         f"({', '.join(sorted(params))}) or lowrank_<method>")
