@@ -112,7 +112,7 @@ def run_config(method: str, dataset, ipc: int, *, seed: int, opts: dict, config:
 
 
 def start_run(out_dir, kind: str, cfg: dict, config: DistillConfig) -> None:
-    """Create or check the run directory (``jaxdd.checkpoint.resume_run``): a larger ``iterations`` extends a run
+    """Create or check the run directory (``jaxdd.fileio.resume_run``): a larger ``iterations`` extends a run
     whose learning rates do not depend on it (schedule "constant"); any other change is refused."""
 
     extendable = ("iterations",) if config.schedule == "constant" else ()

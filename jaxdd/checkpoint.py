@@ -1,6 +1,7 @@
-"""Orbax checkpoints of the whole distillation state, run configurations, and the distilled-set artifact.
+"""Orbax checkpoints of the whole distillation state, the distilled-set artifact, and SRe2L/DWA teacher directories.
 
-A run directory holds ``run.json`` (the resolved configuration the run was created with: see ``resume_run``),
+A run directory holds ``run.json`` (the resolved configuration the run was created with: see
+``jaxdd.fileio.resume_run``),
 ``checkpoints/`` (orbax, the last few steps; saves are atomic: a save interrupted by kill -9 leaves a temporary
 directory that orbax ignores, so the previous complete checkpoint is restored; each step also records a SHA-256 of
 its arrays, and a step that cannot be read back or does not match it is moved to ``checkpoints.corrupt/`` and the
@@ -171,7 +172,7 @@ class Checkpointer:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Run directories: created with the resolved configuration, resumed only with the same one
+# The distilled-set artifact
 
 
 class Artifact(NamedTuple):

@@ -29,3 +29,18 @@ def toy_images(num_classes=3, per_class=12, shape=(8, 8, 1), seed=0, separable=T
 @pytest.fixture
 def toy():
     return toy_images()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Free every compiled program after each test module. One process runs the whole suite and compiles thousands
+    of small XLA:CPU programs; each loaded executable holds a few memory mappings, and the jit caches (jax's and
+    jaxdd.train.compiled) keep the programs of module-level functions alive, so the count of mappings otherwise
+    climbs towards the kernel's limit (vm.max_map_count, 65530 here), where XLA's compiler crashes."""
+    yield
+    import jax
+
+    from jaxdd import train
+
+    train._COMPILED.clear()
+    jax.clear_caches()

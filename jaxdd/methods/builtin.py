@@ -37,6 +37,17 @@ from jaxdd.train import MEMORY_STRATEGIES
 from jaxdd.types import JaxddError
 
 
+def _conv_impl_option(constructor, name="conv_impl", empty: str | None = "the model's", what="") -> Option:
+    """The one declaration of the ``conv_impl`` setting (``jaxdd.ops.conv``) for every method that trains or
+    differentiates a network: its choices and meaning; the default is the constructor's. ``empty``: what '' means
+    (None: '' is not a choice)."""
+    choices = (("",) if empty else ()) + ("auto",) + CONV_IMPLS
+    blank = f"'' = {empty}; " if empty else ""
+    return opt(constructor, name, str, f"convolution implementation{what} ({blank}auto = fused on CPU, xla on "
+               "accelerators; fused, winograd, vjp and patches are fast on XLA:CPU, also inside scan and vmap; see "
+               "jaxdd.ops.conv)", choices)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # DM (docs/methods.md 4)
 
@@ -47,24 +58,19 @@ def _build_dm(ctx):
               real_per_class=o["real_per_class"], class_batch=o["class_batch"], conv_impl=o["conv_impl"])
 
 
-def _register_dm():
-    register_method(MethodSpec(
-        name="dm",
-        build=_build_dm,
-        defaults={"lr_img": 1.0, "momentum": 0.5, "iterations": 20000, "init": "real",
-                  "eval_augment": aug.DSA_DEFAULT},
-        options=(opt(dm, "dsa", str, "DSA strategy for matching ('' or none disables)", param="strategy"),
-                 opt(dm, "real_per_class", int, "real images per class per iteration"),
-                 opt(dm, "class_batch", int, "classes per real-side forward (0 = all; -1 = 1 on CPU, all on "
-                     "accelerators; batch-norm models always all)"),
-                 opt(dm, "conv_impl", str, "convolution implementation ('' = the model's; auto = fused on CPU, "
-                     "xla on accelerators)", ("", "auto") + CONV_IMPLS)),
-        help="distribution matching (Zhao & Bilen, WACV 2023)",
-        tiny=lambda ctx, tmp: {"real_per_class": 4},
-    ))
-
-
-_register_dm()
+register_method(MethodSpec(
+    name="dm",
+    build=_build_dm,
+    defaults={"lr_img": 1.0, "momentum": 0.5, "iterations": 20000, "init": "real",
+              "eval_augment": aug.DSA_DEFAULT},
+    options=(opt(dm, "dsa", str, "DSA strategy for matching ('' or none disables)", param="strategy"),
+             opt(dm, "real_per_class", int, "real images per class per iteration"),
+             opt(dm, "class_batch", int, "classes per real-side forward (0 = all; -1 = 1 on CPU, all on "
+                 "accelerators; batch-norm models always all)"),
+             _conv_impl_option(dm)),
+    help="distribution matching (Zhao & Bilen, WACV 2023)",
+    tiny=lambda ctx, tmp: {"real_per_class": 4},
+))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -85,6 +91,10 @@ def _build_gradient(ctx, with_dsa: bool):
     return dc(module, ctx.num_classes, ctx.image_shape, **kw)
 
 
+def _gradient_tiny(ctx, tmp):
+    return {"outer_loop": 2, "inner_loop": 1, "real_per_class": 4}
+
+
 def _gradient_options(with_dsa: bool):
     gm = gradient_matching
     opts = (
@@ -93,11 +103,8 @@ def _gradient_options(with_dsa: bool):
         opt(gm, "distance", str, "gradient distance: ours (layer-wise rows), mse, cos", DISTANCES),
         opt(gm, "real_per_class", int, "real images per class per step"),
         opt(gm, "net_lr", float, "learning rate of the network's inner training (SGD, no momentum)"),
-        opt(gm, "conv_impl", str, "convolution implementation of the matched and inner-trained network "
-            "('' = the model's; auto = fused on CPU, xla on accelerators; fused, winograd, vjp and patches avoid "
-            "XLA:CPU's slow (vmapped, scanned) convolution gradients)", ("", "auto") + CONV_IMPLS),
-        opt(gm, "inner_conv_impl", str, "conv_impl of the inner-trained twin only ('' = as conv_impl)",
-            ("", "auto") + CONV_IMPLS),
+        _conv_impl_option(gm),
+        _conv_impl_option(gm, "inner_conv_impl", "as --conv-impl", " of the inner-trained twin only"),
         opt(gm, "class_batch", int, "classes batched together for the real gradients (0: all; -1: 1 on CPU, "
             "all on accelerators)"),
     )
@@ -106,27 +113,22 @@ def _gradient_options(with_dsa: bool):
     return opts
 
 
-def _register_gradient():
-    tiny = lambda ctx, tmp: {"outer_loop": 2, "inner_loop": 1, "real_per_class": 4}  # noqa: E731
-    register_method(MethodSpec(
-        name="dc", build=lambda ctx: _build_gradient(ctx, False),
-        defaults={"lr_img": 0.1, "momentum": 0.5, "iterations": 1000, "init": "noise", "eval_augment": None,
-                  "eval_dc_augment": True},
-        options=_gradient_options(False),
-        help="gradient matching (Zhao, Mopuri & Bilen, ICLR 2021); one step = one outer-loop round",
-        tiny=tiny,
-    ))
-    register_method(MethodSpec(
-        name="dsa", build=lambda ctx: _build_gradient(ctx, True),
-        defaults={"lr_img": 0.1, "momentum": 0.5, "iterations": 1000, "init": "real",
-                  "eval_augment": aug.DSA_DEFAULT},
-        options=_gradient_options(True),
-        help="gradient matching with differentiable Siamese augmentation (Zhao & Bilen, ICML 2021)",
-        tiny=tiny,
-    ))
-
-
-_register_gradient()
+register_method(MethodSpec(
+    name="dc", build=lambda ctx: _build_gradient(ctx, False),
+    defaults={"lr_img": 0.1, "momentum": 0.5, "iterations": 1000, "init": "noise", "eval_augment": None,
+              "eval_dc_augment": True},
+    options=_gradient_options(False),
+    help="gradient matching (Zhao, Mopuri & Bilen, ICLR 2021); one step = one outer-loop round",
+    tiny=_gradient_tiny,
+))
+register_method(MethodSpec(
+    name="dsa", build=lambda ctx: _build_gradient(ctx, True),
+    defaults={"lr_img": 0.1, "momentum": 0.5, "iterations": 1000, "init": "real",
+              "eval_augment": aug.DSA_DEFAULT},
+    options=_gradient_options(True),
+    help="gradient matching with differentiable Siamese augmentation (Zhao & Bilen, ICML 2021)",
+    tiny=_gradient_tiny,
+))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -143,24 +145,20 @@ def _build_kip(ctx):
                real_per_class=o["real_per_class"], fresh=o["fresh_kernel"] != 0)
 
 
-def _register_kip():
-    register_method(MethodSpec(
-        name="kip",
-        build=_build_kip,
-        defaults={"optimizer": "adam", "lr_img": 0.04, "iterations": 1000, "init": "real", "eval_augment": None},
-        options=(
-            opt(kip, "kernel", str, "empirical kernel of the finite network: ntk or nngp", KERNELS),
-            Option("kernel_width", int, 0, "width of the kernel network (0: the model's own width)"),
-            opt(kip, "reg", float, "ridge lambda, relative to tr(K_ss)/n_s"),
-            opt(kip, "real_per_class", int, "target images per class per step"),
-            Option("fresh_kernel", int, 1, "1: a new random kernel network every step; 0: one fixed draw"),
-        ),
-        help="kernel inducing points (Nguyen et al., 2021) with an empirical finite-network NTK/NNGP",
-        tiny=lambda ctx, tmp: {"real_per_class": 4},
-    ))
-
-
-_register_kip()
+register_method(MethodSpec(
+    name="kip",
+    build=_build_kip,
+    defaults={"optimizer": "adam", "lr_img": 0.04, "iterations": 1000, "init": "real", "eval_augment": None},
+    options=(
+        opt(kip, "kernel", str, "empirical kernel of the finite network: ntk or nngp", KERNELS),
+        Option("kernel_width", int, 0, "width of the kernel network (0: the model's own width)"),
+        opt(kip, "reg", float, "ridge lambda, relative to tr(K_ss)/n_s"),
+        opt(kip, "real_per_class", int, "target images per class per step"),
+        Option("fresh_kernel", int, 1, "1: a new random kernel network every step; 0: one fixed draw"),
+    ),
+    help="kernel inducing points (Nguyen et al., 2021) with an empirical finite-network NTK/NNGP",
+    tiny=lambda ctx, tmp: {"real_per_class": 4},
+))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -174,30 +172,24 @@ def _build_bptt(ctx):
                                      "conv_impl")})
 
 
-def _register_bptt():
-    register_method(MethodSpec(
-        name="bptt",
-        build=_build_bptt,
-        defaults={"optimizer": "adam", "lr_img": 0.01, "iterations": 400, "init": "noise", "eval_augment": None},
-        options=(
-            opt(bptt, "steps", int, "inner batches of the synthetic set (0: one image per class per step)"),
-            opt(bptt, "epochs", int, "passes over the inner batches (unrolled steps = steps x epochs)"),
-            opt(bptt, "real_per_class", int, "real images per class of the outer loss"),
-            opt(bptt, "memory", str, "meta-gradient memory: full unroll or remat (jax.checkpoint blocks)",
-                   MEMORY_STRATEGIES),
-            opt(bptt, "remat_every", int, "unrolled steps per jax.checkpoint block with --memory remat"),
-            opt(bptt, "nets", int, "random initialisations per outer step (vmapped, losses averaged)"),
-            opt(bptt, "init_lr", float, "initial learned inner learning rate (softplus-parameterised)"),
-            opt(bptt, "conv_impl", str, "convolution implementation of the unrolled network ('' = the "
-                   "model's; auto = fused on CPU, xla on accelerators; fused, winograd, vjp and patches are fast on "
-                   "XLA:CPU inside scan)", ("", "auto") + CONV_IMPLS),
-        ),
-        help="BPTT performance matching, the original dataset distillation (Wang et al., 2018)",
-        tiny=lambda ctx, tmp: {"epochs": 1, "real_per_class": 4},
-    ))
-
-
-_register_bptt()
+register_method(MethodSpec(
+    name="bptt",
+    build=_build_bptt,
+    defaults={"optimizer": "adam", "lr_img": 0.01, "iterations": 400, "init": "noise", "eval_augment": None},
+    options=(
+        opt(bptt, "steps", int, "inner batches of the synthetic set (0: one image per class per step)"),
+        opt(bptt, "epochs", int, "passes over the inner batches (unrolled steps = steps x epochs)"),
+        opt(bptt, "real_per_class", int, "real images per class of the outer loss"),
+        opt(bptt, "memory", str, "meta-gradient memory: full unroll or remat (jax.checkpoint blocks)",
+               MEMORY_STRATEGIES),
+        opt(bptt, "remat_every", int, "unrolled steps per jax.checkpoint block with --memory remat"),
+        opt(bptt, "nets", int, "random initialisations per outer step (vmapped, losses averaged)"),
+        opt(bptt, "init_lr", float, "initial learned inner learning rate (softplus-parameterised)"),
+        _conv_impl_option(bptt),
+    ),
+    help="BPTT performance matching, the original dataset distillation (Wang et al., 2018)",
+    tiny=lambda ctx, tmp: {"epochs": 1, "real_per_class": 4},
+))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -262,37 +254,31 @@ def _mtt_tiny(ctx, tmp: str) -> dict:
     return {"experts": path, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 2, "batch_syn": 0, "dsa": ""}
 
 
-def _register_mtt():
-    spec_kwargs = dict(
-        name="mtt",
-        build=_build_mtt,
-        defaults={"lr_img": 1000.0, "momentum": 0.5, "iterations": 5000, "init": "real",
-                  "eval_augment": aug.DSA_DEFAULT, "eval_models": 5, "lrs": (("extras/syn_lr", 1e-5),)},
-        options=(
-            Option("experts", str, "", "expert buffer directory (made by `jaxdd experts`)"),
-            opt(mtt, "syn_steps", int, "student SGD steps per iteration (N)"),
-            opt(mtt, "expert_epochs", int, "expert epochs the student must cover (M)"),
-            opt(mtt, "max_start_epoch", int, "start epochs are drawn from 0..max_start_epoch-1"),
-            opt(mtt, "batch_syn", int, "synthetic images per student step (0 = the whole set)"),
-            opt(mtt, "memory", str, "meta-gradient memory: full | remat | constant (exact) | tesla "
-                   "(TESLA's approximation)", choices=MEMORY),
-            opt(mtt, "remat_every", int, "steps per jax.checkpoint block with --memory remat"),
-            opt(mtt, "lr_teacher", float, "initial learned inner lr"),
-            opt(mtt, "lr_param", str, "inner lr as is (raw, MTT) or softplus of the learnable (extension)",
-                   choices=LR_PARAMS),
-            opt(mtt, "conv_impl", str, "student convolutions: auto (fused on CPU, xla on accelerators), "
-                   "fused, winograd, vjp or patches (fast inside scan on CPU) or xla", choices=("auto",) + CONV_IMPLS),
-            opt(mtt, "dsa", str, "DSA strategy for matching ('' or none disables)", param="strategy"),
-            Option("allow_partial_buffer", bool, False, "use the finished experts of an incomplete buffer"),
-        ),
-        help="matching training trajectories (Cazenavette et al., CVPR 2022), exact bounded-memory meta-gradients",
-        tiny=_mtt_tiny,
-    )
-    spec_kwargs["artifact_metadata"] = _artifact_metadata
-    register_method(MethodSpec(**spec_kwargs))
-
-
-_register_mtt()
+register_method(MethodSpec(
+    name="mtt",
+    build=_build_mtt,
+    defaults={"lr_img": 1000.0, "momentum": 0.5, "iterations": 5000, "init": "real",
+              "eval_augment": aug.DSA_DEFAULT, "eval_models": 5, "lrs": (("extras/syn_lr", 1e-5),)},
+    options=(
+        Option("experts", str, "", "expert buffer directory (made by `jaxdd experts`)"),
+        opt(mtt, "syn_steps", int, "student SGD steps per iteration (N)"),
+        opt(mtt, "expert_epochs", int, "expert epochs the student must cover (M)"),
+        opt(mtt, "max_start_epoch", int, "start epochs are drawn from 0..max_start_epoch-1"),
+        opt(mtt, "batch_syn", int, "synthetic images per student step (0 = the whole set)"),
+        opt(mtt, "memory", str, "meta-gradient memory: full | remat | constant (exact) | tesla "
+               "(TESLA's approximation)", choices=MEMORY),
+        opt(mtt, "remat_every", int, "steps per jax.checkpoint block with --memory remat"),
+        opt(mtt, "lr_teacher", float, "initial learned inner lr"),
+        opt(mtt, "lr_param", str, "inner lr as is (raw, MTT) or softplus of the learnable (extension)",
+               choices=LR_PARAMS),
+        _conv_impl_option(mtt, empty=None),
+        opt(mtt, "dsa", str, "DSA strategy for matching ('' or none disables)", param="strategy"),
+        Option("allow_partial_buffer", bool, False, "use the finished experts of an incomplete buffer"),
+    ),
+    help="matching training trajectories (Cazenavette et al., CVPR 2022), exact bounded-memory meta-gradients",
+    tiny=_mtt_tiny,
+    artifact_metadata=_artifact_metadata,
+))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -313,7 +299,6 @@ def _build_recover(ctx, perturb: bool):
     pool = ctx.pool
     return dwa(*args, clip=valid_range(ctx.preprocess), rho=o["rho"], dwa_steps=o["dwa_steps"],
                sample_real=lambda key: pool.images[sample_per_class(key, pool.index, ctx.ipc)], **kw)
-
 
 
 def _recover_options(constructor, perturb: bool):
@@ -350,21 +335,17 @@ def _recover_tiny(ctx, tmp: str) -> dict:
     return {"teacher": str(out), "jitter": 1, **({"dwa_steps": 2} if ctx.options.get("dwa_steps") else {})}
 
 
-def _register_recover():
-    common = {"optimizer": "adam", "lr_img": 0.25, "schedule": "cosine", "iterations": 1000,
-              "eval_augment": "color_crop_cutout_flip_scale_rotate"}
-    register_method(MethodSpec(
-        name="sre2l", build=lambda ctx: _build_recover(ctx, False), defaults={**common, "init": "noise"},
-        options=_recover_options(sre2l, False), tiny=_recover_tiny,
-        help="SRe2L recover against a BN teacher (Yin, Xing, Shen, NeurIPS 2023); needs --teacher"))
-    register_method(MethodSpec(
-        name="dwa", build=lambda ctx: _build_recover(ctx, True), defaults={**common, "init": "real"},
-        options=_recover_options(dwa, True), tiny=_recover_tiny,
-        help="DWA: SRe2L with directed weight adjustment of a fresh teacher per batch (Du et al., NeurIPS 2024); "
-             "needs --teacher"))
-
-
-_register_recover()
+_RECOVER_DEFAULTS = {"optimizer": "adam", "lr_img": 0.25, "schedule": "cosine", "iterations": 1000,
+                     "eval_augment": "color_crop_cutout_flip_scale_rotate"}
+register_method(MethodSpec(
+    name="sre2l", build=lambda ctx: _build_recover(ctx, False), defaults={**_RECOVER_DEFAULTS, "init": "noise"},
+    options=_recover_options(sre2l, False), tiny=_recover_tiny,
+    help="SRe2L recover against a BN teacher (Yin, Xing, Shen, NeurIPS 2023); needs --teacher"))
+register_method(MethodSpec(
+    name="dwa", build=lambda ctx: _build_recover(ctx, True), defaults={**_RECOVER_DEFAULTS, "init": "real"},
+    options=_recover_options(dwa, True), tiny=_recover_tiny,
+    help="DWA: SRe2L with directed weight adjustment of a fresh teacher per batch (Du et al., NeurIPS 2024); "
+         "needs --teacher"))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -429,8 +410,4 @@ def _derive_all(methods: dict) -> None:
         register_method(derive_mim(spec))
 
 
-def _register_mim():
-    register_deriver(_derive_all)
-
-
-_register_mim()
+register_deriver(_derive_all)

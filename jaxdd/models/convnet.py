@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdd.ops.conv import STEM_MAX_CHANNELS, conv3x3, conv_instnorm_relu_avgpool
+from jaxdd.ops.conv import conv3x3, fused_block
 
 Array = jax.Array
 
@@ -140,10 +140,6 @@ class ConvNet(nn.Module):
     conv_impl: str = "xla"
     init_scheme: str = "torch"
 
-    def _stem_applies(self, channels: int) -> bool:
-        return (channels <= STEM_MAX_CHANNELS and self.norm == "instancenorm" and self.act == "relu"
-                and self.pool == "avgpool")
-
     @nn.compact
     def __call__(self, x, train: bool = False, features: bool = False):
         act = _ACTS[self.act]
@@ -152,9 +148,10 @@ class ConvNet(nn.Module):
         for d in range(self.depth):
             pad = 3 if (d == 0 and x.shape[-1] == 1) else 1
             conv = Conv3x3(self.width, padding=pad, impl=self.conv_impl, init_scheme=self.init_scheme, name=f"conv{d}")
-            if self.conv_impl == "fused" and d == 0 and self._stem_applies(x.shape[-1]):
+            block = fused_block(self.conv_impl, h.shape[-1], self.norm, self.act, self.pool) if d == 0 else None
+            if block is not None:  # the ops layer computes the whole block at once (jaxdd.ops.conv.fused_block)
                 norm = InstanceNorm(name=f"norm{d}")
-                h = conv_instnorm_relu_avgpool(h, *conv.weights(h.shape[-1]), *norm.weights(self.width), pad, norm.eps)
+                h = block(h, *conv.weights(h.shape[-1]), *norm.weights(self.width), pad, norm.eps)
                 feats[f"block{d + 1}"] = h
                 continue
             h = conv(h)

@@ -29,6 +29,7 @@ Convolutions have five numerically equivalent implementations, chosen per path b
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -222,6 +223,17 @@ def _stem_bwd(padding, eps, res, g):
 
 
 conv_instnorm_relu_avgpool.defvjp(_stem_fwd, _stem_bwd)
+
+
+def fused_block(impl: str, channels: int, norm: str, act: str, pool: str) -> Callable | None:
+    """The second half of the convolution hook: a kernel that computes a whole conv -> norm -> act -> pool block
+    at once for this ``conv_impl`` and block, or None (then the model runs its layers one after another). Today:
+    ``conv_instnorm_relu_avgpool`` under ``"fused"`` for instance norm, ReLU and average pooling on at most
+    ``STEM_MAX_CHANNELS`` input channels (the ConvNet's first block on images)."""
+    if (impl == "fused" and channels <= STEM_MAX_CHANNELS and norm == "instancenorm" and act == "relu"
+            and pool == "avgpool"):
+        return conv_instnorm_relu_avgpool
+    return None
 
 CONV3X3 = {"patches": conv3x3_patches, "vjp": conv3x3_vjp, "winograd": conv3x3_winograd, "fused": conv3x3_winograd,
            "xla": _lax_conv}

@@ -251,7 +251,7 @@ def train_experts(key: PRNGKey, x: np.ndarray, y: np.ndarray, out_dir: str | os.
     old = json.loads((out / META).read_text()) if (out / META).exists() else None
     request = {k: v for k, v in meta.items() if k not in _NOT_COMPARED}
     # experts are independent: more experts extend the buffer, fewer just use its first ones; anything else that
-    # differs would mix experts trained differently, and is refused (the run.json of jaxdd.checkpoint.resume_run)
+    # differs would mix experts trained differently, and is refused (the run.json of jaxdd.fileio.resume_run)
     resume_run(out, "experts", request, markers=(MANIFEST, PROGRESS, OLD_PROGRESS),
                legacy=None if old is None else {k: v for k, v in old.items() if k not in _NOT_COMPARED})
     if old is not None:
