@@ -103,20 +103,61 @@ def first_layer_step(theta0: TwoLayerInit, X, y, weights=None) -> jax.Array:
     return normalise_rows(-first_layer_grad(theta0, X, y, weights))
 
 
-def spd_solve(A: jax.Array, b: jax.Array) -> jax.Array:
-    """Solve A x = b for symmetric positive definite A (n, n), b (n,) by a Cholesky factorisation written in plain
-    JAX (loops of matrix-vector products), not LAPACK: on the loaded CPU of the committed run, XLA deadlocked
-    repeatedly inside vmapped LAPACK solves (every thread waiting on a futex). O(n^3) like LAPACK; exact for SPD
-    A; differentiable (fixed-length loops)."""
+PIVOT_REL = 1e-4     # Cholesky pivot floor relative to mean(diag A), about n * eps(float32) for n ~ 1000
+CHOL_BLOCK = 64      # block size of the blocked Cholesky
+
+
+def _chol_unblocked(A: jax.Array, floor) -> jax.Array:
+    """Lower Cholesky factor of a small SPD block by columns (loops of matrix-vector products)."""
     n = A.shape[-1]
     idx = jnp.arange(n)
 
     def chol_step(j, Lm):
         v = A[:, j] - Lm @ Lm[j, :]                      # columns >= j of Lm are still zero
-        d = jnp.sqrt(jnp.maximum(v[j], jnp.finfo(A.dtype).tiny))
-        return Lm.at[:, j].set(jnp.where(idx >= j, v / d, 0.0))
+        d = jnp.sqrt(jnp.maximum(v[j], floor))
+        # the diagonal entry is d itself (not v[j] / d): a floored pivot then factors A + (d^2 - v[j]) e_j e_j^T,
+        # a PSD perturbation, so the later Schur complements stay PSD
+        return Lm.at[:, j].set(jnp.where(idx > j, v / d, jnp.where(idx == j, d, 0.0)))
 
-    Lm = jax.lax.fori_loop(0, n, chol_step, jnp.zeros_like(A))
+    return jax.lax.fori_loop(0, n, chol_step, jnp.zeros_like(A))
+
+
+def _lower_solve_rows(L11: jax.Array, B: jax.Array) -> jax.Array:
+    """X with X L11^T = B (B (m, k), L11 (k, k) lower): column by column."""
+    k = L11.shape[0]
+
+    def step(j, X):
+        return X.at[:, j].set((B[:, j] - X @ L11[j, :]) / L11[j, j])   # columns >= j of X are still zero
+
+    return jax.lax.fori_loop(0, k, step, jnp.zeros_like(B))
+
+
+def chol_lower(A: jax.Array, floor=None) -> jax.Array:
+    """Lower Cholesky factor of a symmetric PSD matrix, blocked (right-looking, blocks of CHOL_BLOCK) so that the
+    bulk of the work is matrix products. Plain JAX, not LAPACK (see ``spd_solve``). A pivot below ``floor``
+    (default PIVOT_REL * mean(diag A)) is raised to it: in float32 a near-singular (ill-conditioned or
+    rank-deficient) A can give a Schur-complement pivot <= 0 by rounding, and the floor keeps the factor finite
+    (a jitter of at most that size on the affected pivots only)."""
+    n = A.shape[-1]
+    if floor is None:
+        floor = PIVOT_REL * jnp.maximum(jnp.mean(jnp.abs(jnp.diagonal(A))), jnp.finfo(A.dtype).tiny)
+    if n <= CHOL_BLOCK:
+        return _chol_unblocked(A, floor)
+    k = CHOL_BLOCK
+    L11 = _chol_unblocked(A[:k, :k], floor)
+    L21 = _lower_solve_rows(L11, A[k:, :k])
+    L22 = chol_lower(A[k:, k:] - L21 @ L21.T, floor)
+    top = jnp.concatenate([L11, jnp.zeros((k, n - k), A.dtype)], axis=1)
+    return jnp.concatenate([top, jnp.concatenate([L21, L22], axis=1)], axis=0)
+
+
+def spd_solve(A: jax.Array, b: jax.Array) -> jax.Array:
+    """Solve A x = b for symmetric positive definite A (n, n), b (n,) by a Cholesky factorisation written in plain
+    JAX (``chol_lower``), not LAPACK: on the loaded CPU of the committed run, XLA deadlocked repeatedly inside
+    vmapped LAPACK solves (every thread waiting on a futex). O(n^3) like LAPACK; exact for SPD A up to the pivot
+    floor (near-singular A gets a finite, slightly regularised solution); differentiable (fixed-length loops)."""
+    n = A.shape[-1]
+    Lm = chol_lower(A)
 
     def fwd(i, z):                                        # L z = b
         return z.at[i].set((b[i] - Lm[i, :] @ z) / Lm[i, i])
