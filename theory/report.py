@@ -238,6 +238,8 @@ def _r_verdict(g) -> str:
     lo, hi = g["ci"]
     has1, has2 = lo <= 1 <= hi, lo <= 2 <= hi
     s = f"the r-slope of A(r) is {g['slope']:.2f} [{lo:.2f}, {hi:.2f}] over r = {g['r_used']}: "
+    if hi - lo > 2.0:
+        return s + "the interval is wider than 2 (twice the gap between r d and r^2 d): too noisy for a verdict"
     if has2 and not has1:
         return s + "r^2 tightness observed (the interval holds 2 and excludes 1)"
     if has1 and not has2:

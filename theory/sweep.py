@@ -106,7 +106,8 @@ PRESETS = {
     "gpu": Preset(
         seeds=16, restarts=2,
         base=pl.Config(n_pool=16384, n_test=8192, K=8, gm_steps=1000, pm_steps=1000, chunk=16384),
-        dr_r=(1, 2, 3, 4, 6, 8), dr_late_r=(12,), dr_m=(16, 24), dr_L=1024, n_real_max=1 << 22, eps1=0.075,
+        dr_r=(1, 2, 3, 4, 6, 8), dr_late_r=(12,), dr_m=(16, 24, 32), dr_late_m=(16, 24), dr_L=1024,
+        one_bucket=False, n_real_max=1 << 22, eps1=0.075,
         eps_final=0.15, tau_gm=0.1, l_d=16, l_L=(64, 128, 256, 512, 1024, 2048, 4096, 8192), abl_point=(32, 2)),
 }
 
