@@ -138,19 +138,20 @@ def make_plots(res: dict, fd: dict, out_dir: str) -> list[str]:
         axs[0].set_title("DR: two-stage total vs d per r; dashed: A(r) d + B(r)\n(x: out of regime; arrow: "
                          "censored)", fontsize=8)
         axs[0].legend(fontsize=7)
-        for k, mk in (("two-stage total", "o"), ("stage 1, feature quality", "s"),
-                      ("stage 1, gradient matching", "^"), ("stage 2 alone (on M1*)", "v")):
-            g = fd["DR0"][k]
+        for fk, k, mk in (("DR0", "two-stage total", "o"), ("DR", "two-stage total", "D"),
+                          ("DR0", "stage 1, feature quality", "s"), ("DR0", "stage 1, gradient matching", "^"),
+                          ("DR0", "stage 2 alone (on M1*)", "v")):
+            g = fd[fk][k]
             rr = sorted(int(v) for v in g["A"])
             if not rr:
                 continue
             A = np.array([g["A"][str(v)] for v in rr])
             ci = np.array([g["A_ci"].get(str(v), [np.nan, np.nan]) for v in rr], float)
-            lab = k + (f": slope {g['slope']:.2f} [{g['ci'][0]:.2f}, {g['ci'][1]:.2f}]"
+            lab = k + (" (free fit A d + B)" if fk == "DR" else "") + (f": slope {g['slope']:.2f} [{g['ci'][0]:.2f}, {g['ci'][1]:.2f}]"
                        if g["slope"] is not None and g["ci"][0] is not None else "")
             mask = A > 0
             axs[1].errorbar(np.array(rr)[mask], A[mask], yerr=np.abs(np.stack([A - ci[:, 0], ci[:, 1] - A]))[:, mask],
-                            marker=mk, capsize=2, lw=0.8, label=lab)
+                            marker=mk, capsize=2, lw=0.8, label=lab, mfc="none" if fk == "DR" else None)
         rr = np.array(rs, float)
         a1 = fd["DR0"]["two-stage total"]["A"].get("1")
         if a1:
@@ -160,8 +161,8 @@ def make_plots(res: dict, fd: dict, out_dir: str) -> list[str]:
         axs[1].set_yscale("log")
         axs[1].set_xlabel("r")
         axs[1].set_ylabel("A(r) (reals per input dimension)")
-        axs[1].set_title("A(r) from Mem = A(r) d (B = 0; the free fit A d + B is in summary.md),\n95 % bootstrap "
-                         "intervals over seeds", fontsize=8)
+        axs[1].set_title("A(r) from Mem = A(r) d (B = 0) and, hollow, from the free fit A(r) d + B(r),\n95 % "
+                         "bootstrap intervals over seeds", fontsize=8)
         axs[1].legend(fontsize=6)
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, "dr_sweep.png"))

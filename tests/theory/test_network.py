@@ -98,8 +98,8 @@ def test_normalise_rows_safe_at_zero():
 def test_spd_solve_is_finite_and_regularised_on_near_singular_systems():
     """float32, n = 160 (blocked path: CHOL_BLOCK = 64): a rank-8 PSD matrix B B^T (exactly singular) and one with a
     ridge far below float32 resolution. The old pivot floor (the smallest float) gave non-finite solutions here;
-    the floor relative to the diagonal must give a finite x with a small residual (b in the range of A). A
-    well-conditioned system (ridge 1e-2 of the diagonal) must still match the float64 solve."""
+    the modified pivots and the jitter fallback must give a finite x with a small residual (b in the range of A).
+    A well-conditioned system (ridge 1e-2 of the diagonal) must match the float64 solve, with no jitter added."""
     from theory import network as nw
     rng = np.random.default_rng(0)
     n, k = 160, 8
@@ -117,6 +117,7 @@ def test_spd_solve_is_finite_and_regularised_on_near_singular_systems():
     x = np.asarray(nw.spd_solve(jnp.asarray(A), jnp.asarray(b)), np.float64)
     ref = np.linalg.solve(A.astype(np.float64), b.astype(np.float64))
     assert np.linalg.norm(x - ref) / np.linalg.norm(ref) < 1e-3
+    assert np.array_equal(x, np.asarray(nw._chol_solve(jnp.asarray(A), jnp.asarray(b)), np.float64))
     # the factor itself: lower triangular with a positive diagonal, L L^T = A for a well-conditioned A
     Lm = np.asarray(nw.chol_lower(jnp.asarray(A)), np.float64)
     assert np.allclose(np.triu(Lm, 1), 0.0) and np.all(np.diag(Lm) > 0)
