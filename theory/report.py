@@ -71,6 +71,7 @@ def compute_fits(res: dict, n_boot: int = 500) -> dict:
             out["DR"][k] = fits.a_r_slope([q[k] for q in Q], n_boot=n_boot, seed=1)
         out["DR0"] = {k: fits.a_r_slope([q[k] for q in Q], n_boot=n_boot, seed=1, through_origin=True)
                       for k in Q[0]}
+        out["Dslope"] = {k: fits.d_slope([q[k] for q in Q], n_boot=n_boot, seed=4) for k in Q[0]}
         ratios = []
         for p, q in zip(dr, Q):
             m, c = q["two-stage total"].value()
@@ -323,6 +324,11 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
             ex = ", ".join(f"{r} ({w})" for r, w in g["excluded_r"].items()) or "none"
             L.append(f"| {k} | {A or '-'} | {ex} | {_ci(g)} |")
         L.append("")
+        L.append("d exponent at fixed r (log Mem = c_r + slope log d, one intercept per r, in-regime uncensored "
+                 "points of the r values with >= 2 d):\n")
+        for k, g in fd.get("Dslope", {}).items():
+            L.append(f"- {k}: {_ci(g)} over {g['n_points']} points, r = {g['r_used']}")
+        L.append("")
     lp = _points(res, "L")
     if lp:
         L.append("## L: reproduce the readout (parameter criterion, closed-form labels)\n")
@@ -370,14 +376,31 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
         b = [x for x in fd["bound"] if x["in_regime"] and not x["censored"]]
         if len(b) >= fits.MIN_POINTS:
             rr = [x["ratio"] for x in b]
-            L.append(f"- Upper bound: at every one of the {len(b)} in-regime, uncensored DR points the two-stage "
-                     f"memory is at most {max(rr):.2f} (r^2 d + L) (ratio {min(rr):.2f}-{max(rr):.2f}): consistent "
-                     f"with O(r^2 d + L) as an upper bound. A memory below an upper bound cannot refute it.")
+            if max(rr) <= 1.0:
+                L.append(f"- Upper bound: at every one of the {len(b)} in-regime, uncensored DR points the two-stage "
+                         f"memory is at most {max(rr):.2f} (r^2 d + L) (ratio {min(rr):.2f}-{max(rr):.2f}): "
+                         f"consistent with O(r^2 d + L) as an upper bound, even with unit constants. A memory below "
+                         f"an upper bound cannot refute it.")
+            else:
+                L.append(f"- Upper bound: the two-stage memory over the {len(b)} in-regime, uncensored DR points is "
+                         f"{min(rr):.2f}-{max(rr):.2f} (r^2 d + L): above the law with unit constants at "
+                         f"{sum(x > 1 for x in rr)} points, consistent with O(r^2 d + L) only with a constant >= "
+                         f"{max(rr):.2f}.")
         else:
             L.append(f"- Upper bound: no verdict (only {len(b)} in-regime, uncensored DR points).")
         for k in ("two-stage total", "stage 1, feature quality", "stage 1, gradient matching",
                   "stage 2 alone (on M1*)"):
             L.append(f"- r ({k}): {_r_verdict(fd['DR'][k])}; with B = 0: {_r_verdict(fd['DR0'][k])}.")
+        g = fd.get("Dslope", {}).get("two-stage total")
+        if g:
+            if g["slope"] is None or g["ci"][0] is None:
+                L.append(f"- d (two-stage total): no verdict: {g.get('why_no_fit', 'no interval')}.")
+            else:
+                lo, hi = g["ci"]
+                what = ("memory linear in d (1 inside the interval)" if lo <= 1 <= hi else
+                        "memory grows more slowly than d" if hi < 1 else "memory grows faster than d")
+                L.append(f"- d (two-stage total, fixed r): slope {g['slope']:.2f} [{lo:.2f}, {hi:.2f}] over "
+                         f"{g['n_points']} in-regime points: {what}.")
     if lp:
         k = "stage 2 (parameter criterion), M2 (d + 1)"
         L.append(f"- L ({k}): {_l_verdict(fd['L'][k])}.")

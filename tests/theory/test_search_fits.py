@@ -211,3 +211,22 @@ def test_r_verdict_refuses_a_too_wide_interval():
     assert "too noisy for a verdict" in wide and "NOT observed" not in wide
     narrow = report._r_verdict(dict(slope=1.0, ci=[0.7, 1.3], r_used=[1, 2, 3]))
     assert "NOT observed" in narrow
+
+
+def test_d_slope_recovers_a_planted_d_exponent():
+    """Mem = 3 r^1.5 d^k on a d x r grid (three d per r): the common log-log slope in d recovers k; a censored
+    point removes its r group."""
+    rng = np.random.default_rng(5)
+    for k in (1.0, 0.5):
+        pts = []
+        for r in (1, 2, 3):
+            for m in (16, 24, 32):
+                d = m * r
+                mtrue = 3 * r**1.5 * d**k
+                grid = np.unique(np.round(np.geomspace(1, 3 * mtrue, 400)))
+                ms = mtrue * np.exp(0.03 * rng.standard_normal(10))
+                pts.append(fits.PointData(dict(d=d, r=r), [(grid, grid[None, :] >= ms[:, None])]))
+        f = fits.d_slope(pts, n_boot=40)
+        assert abs(f["slope"] - k) < 0.08 and f["ci"][0] <= k <= f["ci"][1] and f["n_points"] == 9
+    pts[0] = fits.PointData(pts[0].x, [(np.arange(1, 5.0), np.zeros((10, 4), bool))])
+    assert fits.d_slope(pts, n_boot=5)["r_used"] == [2, 3]
