@@ -356,21 +356,25 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
                              f"{_f(v['ci'][1], 0)}]")
             L.append(f"| x{row['mult']} | {row['gm_steps']} | {row['pm_steps']} | " + " | ".join(cells) + " |")
         L.append("")
-    nan_lines = []
+    nan_lines, n_all, n_vals = [], 0, 0
     for name, p in sorted(done.items(), key=lambda kv: (kv[1]["sweep"], kv[1]["index"])):
-        if "stage1" in p and "curves" in p["stage1"]:
-            n = int(np.isnan(np.asarray(p["stage1"]["curves"]["fq_fresh"], float)).sum())
-            tot = int(np.asarray(p["stage1"]["curves"]["fq_fresh"], float).size)
-        elif "param" in p:
-            n = int(np.isnan(np.asarray(p["param"]["curves"]["param_rel"], float)).sum())
-            tot = int(np.asarray(p["param"]["curves"]["param_rel"], float).size)
-        else:
-            continue
+        arrs = [p["ref"][k] for k in p.get("ref", {})]
+        if "stage1" in p:
+            arrs += list(p["stage1"].get("curves", {}).values())
+            arrs += [p["stage1"][k] for k in ("fq_fresh", "x_in_span") if k in p["stage1"]]
+        for a in p.get("stage2", []):
+            arrs += list(a["curves"].values())
+        if "param" in p:
+            arrs += list(p["param"]["curves"].values())
+        arrs = [np.asarray(a, float).ravel() for a in arrs]
+        n = int(sum((~np.isfinite(a)).sum() for a in arrs))
+        n_all += n
+        n_vals += int(sum(a.size for a in arrs))
         if n:
-            nan_lines.append(f"{name} {n}/{tot}")
-    if nan_lines:
-        L.append("Non-finite values (counted as failures by M*): stage-1 feature quality (DR, ABL) or parameter error "
-                 "(L), candidates per point: " + ", ".join(nan_lines) + ".\n")
+            nan_lines.append(f"{name} {n}")
+    L.append(f"Non-finite values (a non-finite error counts as a failure for M*): {n_all} of the {n_vals} stored "
+             f"metric values (references, every stage-1, stage-2 and parameter-criterion curve)"
+             + (": " + ", ".join(nan_lines) if nan_lines else "") + ".\n")
     L.append("## Verdicts (computed by report.py from the fits above)\n")
     if dr:
         b = [x for x in fd["bound"] if x["in_regime"] and not x["censored"]]
