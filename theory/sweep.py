@@ -351,7 +351,8 @@ def run_sweep(preset: str, out_dir: str, key_seed: int = 0, only=SWEEPS, index=N
 
 
 # calibration of --dry-run (GFLOP/s sustained, seconds per XLA compile): cpu fitted to the first three DR points of
-# the committed run (45, 37, 58 s measured; 43, 46, 70 s estimated) on the shared 2-core machine; gpu assumed, not measured
+# an earlier run on the shared 2-core machine (45, 37, 58 s measured; 43, 46, 70 s estimated); the committed cpu run
+# (README) took 1.3x its estimate with the other core busy, 0.77x without; gpu assumed, not measured
 CALIBRATION = dict(smoke=(30.0, 2.0), cpu=(30.0, 5.0), gpu=(5000.0, 8.0))
 
 
