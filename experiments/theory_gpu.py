@@ -5,8 +5,8 @@
     python experiments/theory_gpu.py --report --out runs/theory_gpu  # fits, plots, summary.md
 
 Every call writes runs/theory_gpu/results.json after each point and can be rerun (and committed) on its own; the
-calls only partition the points of ``theory.sweep.PRESETS["gpu"]`` (16 seeds x 2 restarts, DR: r = 1..12 with
-d = 16 r, 24 r at L = 1024, r = 12 last; L: d = 16, r = 1, L = 64..8192; ABL at d = 32, r = 2). The JAX persistent
+calls only partition the points of ``theory.sweep.PRESETS["gpu"]`` (16 seeds x 2 restarts, DR: r = 1..8 with
+d = 16 r, 24 r, 32 r and r = 12 (last) with d = 16 r, 24 r, at L = 1024, stage grids run in padded buckets; L: d = 16, r = 1, L = 64..8192; ABL at d = 32, r = 2). The JAX persistent
 compilation cache (``--cache``, default runs/jax_cache) is switched on so that a rerun does not pay the compiles
 again.
 

@@ -10,6 +10,7 @@ at M* and above). A point whose M* is censored (pass rate < 1/2 at the cap) is k
 * ``linear_in_d``: Mem = A d + B by least squares over the d values of one r (no censoring possible: an r with a
   censored point is excluded and counted).
 * ``a_r_slope``: the slope of log A(r) on log r (1: memory ~ r d, 2: memory ~ r^2 d).
+* ``d_slope``: the common slope of log Mem on log d at fixed r (one intercept per r; 1: memory linear in d).
 
 Bootstrap: seeds of every point are resampled with replacement, independently, B times; intervals are 2.5 / 97.5
 percentiles of the refitted statistic. Randomness: a local ``numpy.random.Generator`` with an explicit seed.
@@ -178,6 +179,48 @@ def a_r_slope(points: list[PointData], n_boot: int = 500, seed: int = 0, through
     out["n_boot"] = len(bs)
     out["ci"] = _pct(bs)
     out["A_ci"] = {str(r): _pct(v) for r, v in As.items()}
+    return out
+
+
+def _d_slope_fit(groups: dict, vals: dict):
+    """Common slope of log Mem on log d with one intercept per r (r values with >= 2 distinct d and no censored
+    point); None if fewer than MIN_POINTS points remain."""
+    rs = [r for r, ds in groups.items() if len(set(ds)) >= 2 and not any(vals[(r, d)][1] for d in ds)]
+    rows = [(r, d) for r in rs for d in groups[r]]
+    if len(rows) < MIN_POINTS or not rs:
+        return None, rs
+    X = np.zeros((len(rows), len(rs) + 1))
+    for i, (r, d) in enumerate(rows):
+        X[i, rs.index(r)] = 1.0
+        X[i, -1] = math.log(d)
+    y = np.log([vals[k][0] for k in rows])
+    coef = np.linalg.lstsq(X, y, rcond=None)[0]
+    return float(coef[-1]), rs
+
+
+def d_slope(points: list[PointData], n_boot: int = 500, seed: int = 0) -> dict:
+    """The d exponent at fixed r: log Mem = c_r + slope log d over the in-regime points (1: memory linear in d),
+    with a 95 % bootstrap interval over seeds."""
+    use = [p for p in points if p.in_regime]
+    groups: dict = {}
+    for p in use:
+        groups.setdefault(int(p.x["r"]), []).append(int(p.x["d"]))
+    vals = {(int(p.x["r"]), int(p.x["d"])): p.value() for p in use}
+    slope, rs = _d_slope_fit(groups, vals)
+    out = dict(slope=slope, ci=[None, None], r_used=sorted(rs), n_points=sum(len(groups[r]) for r in rs),
+               n_out_of_regime=len(points) - len(use), n_boot=0)
+    if slope is None:
+        out["why_no_fit"] = f"fewer than {MIN_POINTS} in-regime, uncensored points in r groups with >= 2 d values"
+        return out
+    rng = np.random.default_rng(seed)
+    bs = []
+    for _ in range(n_boot):
+        vb = {(int(p.x["r"]), int(p.x["d"])): p.value(rng) for p in use}
+        b, _ = _d_slope_fit({r: groups[r] for r in rs}, vb)
+        if b is not None:
+            bs.append(b)
+    out["n_boot"] = len(bs)
+    out["ci"] = _pct(bs)
     return out
 
 

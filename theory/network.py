@@ -103,20 +103,58 @@ def first_layer_step(theta0: TwoLayerInit, X, y, weights=None) -> jax.Array:
     return normalise_rows(-first_layer_grad(theta0, X, y, weights))
 
 
-def spd_solve(A: jax.Array, b: jax.Array) -> jax.Array:
-    """Solve A x = b for symmetric positive definite A (n, n), b (n,) by a Cholesky factorisation written in plain
-    JAX (loops of matrix-vector products), not LAPACK: on the loaded CPU of the committed run, XLA deadlocked
-    repeatedly inside vmapped LAPACK solves (every thread waiting on a futex). O(n^3) like LAPACK; exact for SPD
-    A; differentiable (fixed-length loops)."""
-    n = A.shape[-1]
+PIVOT_REL = 1e-4     # Cholesky pivot floor relative to mean(diag A), about n * eps(float32) for n ~ 1000
+CHOL_BLOCK = 64      # panel width of the blocked Cholesky
+
+
+def _chol_panel(P: jax.Array, floor, beta) -> jax.Array:
+    """Factor the first k columns of an (n, n) matrix given as its panel P = A[:, :k] (n >= k): returns the (n, k)
+    columns of the lower factor, column by column (matrix-vector products over the panel's rows).
+
+    Modified Cholesky (after Gill, Murray and Wright): the pivot d_j is raised to at least sqrt(floor) and to at
+    least max_{i>j} |v_i| / beta (beta^2 = max diag A), so every entry of the factor is bounded by beta. For a
+    numerically positive definite A neither bound binds (an exact Cholesky factor has |L_ij| <= sqrt(A_ii) <=
+    beta); when rounding has made A slightly indefinite (float32 moments of rank-deficient features), the factor
+    is that of A + E with a non-negative diagonal E, finite, instead of dividing by a rounding-level pivot."""
+    n, k = P.shape
     idx = jnp.arange(n)
 
-    def chol_step(j, Lm):
-        v = A[:, j] - Lm @ Lm[j, :]                      # columns >= j of Lm are still zero
-        d = jnp.sqrt(jnp.maximum(v[j], jnp.finfo(A.dtype).tiny))
-        return Lm.at[:, j].set(jnp.where(idx >= j, v / d, 0.0))
+    def step(j, Lp):
+        v = P[:, j] - Lp @ Lp[j, :]                     # columns >= j of Lp are still zero
+        off = jnp.max(jnp.where(idx > j, jnp.abs(v), 0.0))
+        d = jnp.maximum(jnp.sqrt(jnp.maximum(v[j], floor)), off / beta)
+        return Lp.at[:, j].set(jnp.where(idx > j, v / d, jnp.where(idx == j, d, 0.0)))
 
-    Lm = jax.lax.fori_loop(0, n, chol_step, jnp.zeros_like(A))
+    return jax.lax.fori_loop(0, k, step, jnp.zeros_like(P))
+
+
+def chol_lower(A: jax.Array, floor=None, beta=None) -> jax.Array:
+    """Lower Cholesky factor of a symmetric PSD matrix, blocked (right-looking, panels of CHOL_BLOCK columns) so
+    that the bulk of the work is matrix products. Plain JAX, not LAPACK (see ``spd_solve``). Pivots are modified
+    as in ``_chol_panel`` (floor default PIVOT_REL * mean(diag A)), which keeps the factor finite and bounded when
+    A is near-singular or, by float32 rounding, slightly indefinite."""
+    n = A.shape[-1]
+    if floor is None:
+        dg = jnp.abs(jnp.diagonal(A))
+        floor = PIVOT_REL * jnp.maximum(jnp.mean(dg), jnp.finfo(A.dtype).tiny)
+        beta = jnp.sqrt(jnp.maximum(jnp.max(dg), jnp.finfo(A.dtype).tiny))
+    if n <= CHOL_BLOCK:
+        return _chol_panel(A, floor, beta)
+    k = CHOL_BLOCK
+    Lp = _chol_panel(A[:, :k], floor, beta)
+    L11, L21 = Lp[:k], Lp[k:]
+    L22 = chol_lower(A[k:, k:] - L21 @ L21.T, floor, beta)
+    top = jnp.concatenate([L11, jnp.zeros((k, n - k), A.dtype)], axis=1)
+    return jnp.concatenate([top, jnp.concatenate([L21, L22], axis=1)], axis=0)
+
+
+JITTER_REL = 1e-6    # fallback ridge, relative to trace(A), for a system the plain factorisation cannot solve
+SOLVE_TOL = 1e-2     # relative residual above which the plain solve counts as failed
+
+
+def _chol_solve(A: jax.Array, b: jax.Array) -> jax.Array:
+    n = A.shape[-1]
+    Lm = chol_lower(A)
 
     def fwd(i, z):                                        # L z = b
         return z.at[i].set((b[i] - Lm[i, :] @ z) / Lm[i, i])
@@ -128,6 +166,26 @@ def spd_solve(A: jax.Array, b: jax.Array) -> jax.Array:
         return x.at[i].set((z[i] - Lm[:, i] @ x) / Lm[i, i])
 
     return jax.lax.fori_loop(0, n, bwd, jnp.zeros_like(b))
+
+
+def spd_solve(A: jax.Array, b: jax.Array) -> jax.Array:
+    """Solve A x = b for symmetric positive (semi)definite A (n, n), b (n,) by a Cholesky factorisation written in
+    plain JAX (``chol_lower``), not LAPACK: on the loaded CPU of the committed run, XLA deadlocked repeatedly
+    inside vmapped LAPACK solves (every thread waiting on a futex). O(n^3) like LAPACK; differentiable.
+
+    Near-singular systems. A ridge system S + lambda2 I whose S was accumulated in float32 from rank-deficient
+    features (e.g. the constant features of units whose step row is zero) can be indefinite by rounding at a level
+    above lambda2, and no float32 factorisation of it is meaningful. So the plain solve is checked (finite, relative
+    residual <= SOLVE_TOL); if it fails, the system is solved again with a jitter JITTER_REL * trace(A) added to
+    the diagonal (a small extra ridge, of the size of the float32 rounding of the accumulated S). Well-conditioned
+    systems are solved exactly as before; only the failing ones get the jitter. The check is not differentiated
+    (gradients flow through the solve that is returned)."""
+    sg = jax.lax.stop_gradient
+    x1 = _chol_solve(sg(A), sg(b))
+    res = jnp.linalg.norm(sg(A) @ x1 - sg(b)) / jnp.maximum(jnp.linalg.norm(sg(b)), jnp.finfo(A.dtype).tiny)
+    bad = ~(jnp.isfinite(res) & (res <= SOLVE_TOL))
+    delta = jnp.where(bad, JITTER_REL * jnp.abs(jnp.trace(sg(A))), 0.0)
+    return _chol_solve(A + delta * jnp.eye(A.shape[-1], dtype=A.dtype), b)
 
 
 def ridge_readout(Phi: jax.Array, y: jax.Array, lambda2: float, weights=None) -> jax.Array:

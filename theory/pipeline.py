@@ -263,19 +263,27 @@ def param_features(probs: Problem, s2: Stage2Input, keys, M_max: int):
     return jax.vmap(per_seed)(probs, s2, keys), s2.a_ref
 
 
-def param_closed_errors(Phi, a_ref, sizes) -> np.ndarray:
+def param_closed_errors(Phi, a_ref, sizes, block: int = 256) -> np.ndarray:
     """Stage 2 under the PARAMETER criterion with labels in closed form: (S, C) errors ||a - a_ref|| / ||a_ref||.
 
     The ridge readout is linear in the labels, a(y) = Phi^T (Phi Phi^T + M lambda2 I)^{-1} y, so as y ranges over
     R^M it ranges over the row space of Phi (first M rows): the best labels give a = the projection of a_ref on
     that row space. Computed in float64 (NumPy) by Gram-Schmidt over the rows in order (twice orthogonalised): a
     row whose residual is below 1e-9 of its norm adds no direction, and a later row can still add the directions
-    an earlier one lacked (a unit active on few inputs), which a QR of the wide matrix would miss. No optimiser is
+    an earlier one lacked (a unit active on few inputs), which a QR of the wide matrix would miss. Rows are taken
+    in blocks (at most ``block`` rows, split at the sizes asked for): a block is first orthogonalised against the
+    basis so far with matrix products, then row by row against the directions it adds itself. No optimiser is
     involved, so nothing is censored by optimisation."""
     Phi = np.asarray(Phi, np.float64)
     a_ref = np.asarray(a_ref, np.float64)
     S, M_max, L = Phi.shape
     want = {int(m): i for i, m in enumerate(sizes)}
+    cuts = sorted({m for m in want if 0 < m <= M_max} | {M_max})
+    bounds, m0 = [], 0
+    for m1 in cuts:
+        for b0 in range(m0, m1, block):
+            bounds.append((b0, min(b0 + block, m1)))
+        m0 = m1
     out = np.zeros((S, len(sizes)))
     for s in range(S):
         a = a_ref[s]
@@ -283,20 +291,28 @@ def param_closed_errors(Phi, a_ref, sizes) -> np.ndarray:
         Q = np.zeros((L, L))
         k = 0
         resid = a.copy()
-        for m in range(M_max):
+        for b0, b1 in bounds:
             if k < L:
-                v = Phi[s, m].copy()
-                nv0 = np.linalg.norm(v)
+                B = Phi[s, b0:b1]
+                V = B.copy()
                 for _ in range(2):
-                    v -= Q[:, :k] @ (Q[:, :k].T @ v)
-                nv = np.linalg.norm(v)
-                if nv0 > 0 and nv > 1e-9 * nv0:
-                    q = v / nv
-                    Q[:, k] = q
-                    k += 1
-                    resid -= q * (q @ resid)
-            if m + 1 in want:
-                out[s, want[m + 1]] = np.linalg.norm(resid) / na
+                    V -= (V @ Q[:, :k]) @ Q[:, :k].T
+                k0 = k
+                for i in range(b1 - b0):
+                    if k >= L:
+                        break
+                    nv0 = np.linalg.norm(B[i])
+                    v = V[i]
+                    for _ in range(2):
+                        v = v - Q[:, k0:k] @ (Q[:, k0:k].T @ v)
+                    nv = np.linalg.norm(v)
+                    if nv0 > 0 and nv > 1e-9 * nv0:
+                        Q[:, k] = v / nv
+                        k += 1
+                Qn = Q[:, k0:k]
+                resid -= Qn @ (Qn.T @ resid)
+            if b1 in want:
+                out[s, want[b1]] = np.linalg.norm(resid) / na
     return out
 
 

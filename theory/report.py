@@ -71,6 +71,7 @@ def compute_fits(res: dict, n_boot: int = 500) -> dict:
             out["DR"][k] = fits.a_r_slope([q[k] for q in Q], n_boot=n_boot, seed=1)
         out["DR0"] = {k: fits.a_r_slope([q[k] for q in Q], n_boot=n_boot, seed=1, through_origin=True)
                       for k in Q[0]}
+        out["Dslope"] = {k: fits.d_slope([q[k] for q in Q], n_boot=n_boot, seed=4) for k in Q[0]}
         ratios = []
         for p, q in zip(dr, Q):
             m, c = q["two-stage total"].value()
@@ -138,19 +139,20 @@ def make_plots(res: dict, fd: dict, out_dir: str) -> list[str]:
         axs[0].set_title("DR: two-stage total vs d per r; dashed: A(r) d + B(r)\n(x: out of regime; arrow: "
                          "censored)", fontsize=8)
         axs[0].legend(fontsize=7)
-        for k, mk in (("two-stage total", "o"), ("stage 1, feature quality", "s"),
-                      ("stage 1, gradient matching", "^"), ("stage 2 alone (on M1*)", "v")):
-            g = fd["DR0"][k]
+        for fk, k, mk in (("DR0", "two-stage total", "o"), ("DR", "two-stage total", "D"),
+                          ("DR0", "stage 1, feature quality", "s"), ("DR0", "stage 1, gradient matching", "^"),
+                          ("DR0", "stage 2 alone (on M1*)", "v")):
+            g = fd[fk][k]
             rr = sorted(int(v) for v in g["A"])
             if not rr:
                 continue
             A = np.array([g["A"][str(v)] for v in rr])
             ci = np.array([g["A_ci"].get(str(v), [np.nan, np.nan]) for v in rr], float)
-            lab = k + (f": slope {g['slope']:.2f} [{g['ci'][0]:.2f}, {g['ci'][1]:.2f}]"
+            lab = k + (" (free fit A d + B)" if fk == "DR" else "") + (f": slope {g['slope']:.2f} [{g['ci'][0]:.2f}, {g['ci'][1]:.2f}]"
                        if g["slope"] is not None and g["ci"][0] is not None else "")
             mask = A > 0
             axs[1].errorbar(np.array(rr)[mask], A[mask], yerr=np.abs(np.stack([A - ci[:, 0], ci[:, 1] - A]))[:, mask],
-                            marker=mk, capsize=2, lw=0.8, label=lab)
+                            marker=mk, capsize=2, lw=0.8, label=lab, mfc="none" if fk == "DR" else None)
         rr = np.array(rs, float)
         a1 = fd["DR0"]["two-stage total"]["A"].get("1")
         if a1:
@@ -160,8 +162,8 @@ def make_plots(res: dict, fd: dict, out_dir: str) -> list[str]:
         axs[1].set_yscale("log")
         axs[1].set_xlabel("r")
         axs[1].set_ylabel("A(r) (reals per input dimension)")
-        axs[1].set_title("A(r) from Mem = A(r) d (B = 0; the free fit A d + B is in summary.md),\n95 % bootstrap "
-                         "intervals over seeds", fontsize=8)
+        axs[1].set_title("A(r) from Mem = A(r) d (B = 0) and, hollow, from the free fit A(r) d + B(r),\n95 % "
+                         "bootstrap intervals over seeds", fontsize=8)
         axs[1].legend(fontsize=6)
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, "dr_sweep.png"))
@@ -238,6 +240,8 @@ def _r_verdict(g) -> str:
     lo, hi = g["ci"]
     has1, has2 = lo <= 1 <= hi, lo <= 2 <= hi
     s = f"the r-slope of A(r) is {g['slope']:.2f} [{lo:.2f}, {hi:.2f}] over r = {g['r_used']}: "
+    if hi - lo > 2.0:
+        return s + "the interval is wider than 2 (twice the gap between r d and r^2 d): too noisy for a verdict"
     if has2 and not has1:
         return s + "r^2 tightness observed (the interval holds 2 and excludes 1)"
     if has1 and not has2:
@@ -320,6 +324,11 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
             ex = ", ".join(f"{r} ({w})" for r, w in g["excluded_r"].items()) or "none"
             L.append(f"| {k} | {A or '-'} | {ex} | {_ci(g)} |")
         L.append("")
+        L.append("d exponent at fixed r (log Mem = c_r + slope log d, one intercept per r, in-regime uncensored "
+                 "points of the r values with >= 2 d):\n")
+        for k, g in fd.get("Dslope", {}).items():
+            L.append(f"- {k}: {_ci(g)} over {g['n_points']} points, r = {g['r_used']}")
+        L.append("")
     lp = _points(res, "L")
     if lp:
         L.append("## L: reproduce the readout (parameter criterion, closed-form labels)\n")
@@ -347,34 +356,55 @@ def make_summary(res: dict, fd: dict, files: list[str]) -> str:
                              f"{_f(v['ci'][1], 0)}]")
             L.append(f"| x{row['mult']} | {row['gm_steps']} | {row['pm_steps']} | " + " | ".join(cells) + " |")
         L.append("")
-    nan_lines = []
+    nan_lines, n_all, n_vals = [], 0, 0
     for name, p in sorted(done.items(), key=lambda kv: (kv[1]["sweep"], kv[1]["index"])):
-        if "stage1" in p and "curves" in p["stage1"]:
-            n = int(np.isnan(np.asarray(p["stage1"]["curves"]["fq_fresh"], float)).sum())
-            tot = int(np.asarray(p["stage1"]["curves"]["fq_fresh"], float).size)
-        elif "param" in p:
-            n = int(np.isnan(np.asarray(p["param"]["curves"]["param_rel"], float)).sum())
-            tot = int(np.asarray(p["param"]["curves"]["param_rel"], float).size)
-        else:
-            continue
+        arrs = [p["ref"][k] for k in p.get("ref", {})]
+        if "stage1" in p:
+            arrs += list(p["stage1"].get("curves", {}).values())
+            arrs += [p["stage1"][k] for k in ("fq_fresh", "x_in_span") if k in p["stage1"]]
+        for a in p.get("stage2", []):
+            arrs += list(a["curves"].values())
+        if "param" in p:
+            arrs += list(p["param"]["curves"].values())
+        arrs = [np.asarray(a, float).ravel() for a in arrs]
+        n = int(sum((~np.isfinite(a)).sum() for a in arrs))
+        n_all += n
+        n_vals += int(sum(a.size for a in arrs))
         if n:
-            nan_lines.append(f"{name} {n}/{tot}")
-    if nan_lines:
-        L.append("Non-finite values (counted as failures by M*): stage-1 feature quality (DR, ABL) or parameter error "
-                 "(L), candidates per point: " + ", ".join(nan_lines) + ".\n")
+            nan_lines.append(f"{name} {n}")
+    L.append(f"Non-finite values (a non-finite error counts as a failure for M*): {n_all} of the {n_vals} stored "
+             f"metric values (references, every stage-1, stage-2 and parameter-criterion curve)"
+             + (": " + ", ".join(nan_lines) if nan_lines else "") + ".\n")
     L.append("## Verdicts (computed by report.py from the fits above)\n")
     if dr:
         b = [x for x in fd["bound"] if x["in_regime"] and not x["censored"]]
         if len(b) >= fits.MIN_POINTS:
             rr = [x["ratio"] for x in b]
-            L.append(f"- Upper bound: at every one of the {len(b)} in-regime, uncensored DR points the two-stage "
-                     f"memory is at most {max(rr):.2f} (r^2 d + L) (ratio {min(rr):.2f}-{max(rr):.2f}): consistent "
-                     f"with O(r^2 d + L) as an upper bound. A memory below an upper bound cannot refute it.")
+            if max(rr) <= 1.0:
+                L.append(f"- Upper bound: at every one of the {len(b)} in-regime, uncensored DR points the two-stage "
+                         f"memory is at most {max(rr):.2f} (r^2 d + L) (ratio {min(rr):.2f}-{max(rr):.2f}): "
+                         f"consistent with O(r^2 d + L) as an upper bound, even with unit constants. A memory below "
+                         f"an upper bound cannot refute it.")
+            else:
+                L.append(f"- Upper bound: the two-stage memory over the {len(b)} in-regime, uncensored DR points is "
+                         f"{min(rr):.2f}-{max(rr):.2f} (r^2 d + L): above the law with unit constants at "
+                         f"{sum(x > 1 for x in rr)} points, consistent with O(r^2 d + L) only with a constant >= "
+                         f"{max(rr):.2f}.")
         else:
             L.append(f"- Upper bound: no verdict (only {len(b)} in-regime, uncensored DR points).")
         for k in ("two-stage total", "stage 1, feature quality", "stage 1, gradient matching",
                   "stage 2 alone (on M1*)"):
             L.append(f"- r ({k}): {_r_verdict(fd['DR'][k])}; with B = 0: {_r_verdict(fd['DR0'][k])}.")
+        g = fd.get("Dslope", {}).get("two-stage total")
+        if g:
+            if g["slope"] is None or g["ci"][0] is None:
+                L.append(f"- d (two-stage total): no verdict: {g.get('why_no_fit', 'no interval')}.")
+            else:
+                lo, hi = g["ci"]
+                what = ("memory linear in d (1 inside the interval)" if lo <= 1 <= hi else
+                        "memory grows more slowly than d" if hi < 1 else "memory grows faster than d")
+                L.append(f"- d (two-stage total, fixed r): slope {g['slope']:.2f} [{lo:.2f}, {hi:.2f}] over "
+                         f"{g['n_points']} in-regime points: {what}.")
     if lp:
         k = "stage 2 (parameter criterion), M2 (d + 1)"
         L.append(f"- L ({k}): {_l_verdict(fd['L'][k])}.")

@@ -59,12 +59,16 @@ class Preset:
     dr_r: tuple = (1, 2, 3, 4)
     dr_late_r: tuple = ()              # DR values of r run after the L and ABL sweeps
     dr_m: tuple = (16, 32)            # d = m r
+    dr_late_m: tuple = ()              # d = m r for the dr_late_r values (default: dr_m)
     dr_L: int = 128
     eps_final: float = 0.1
     eps1: float = 0.05
     tau_gm: float = 0.05
-    s1_cap: tuple = (4, 4)             # stage-1 grid cap = a r + b
+    s1_cap: tuple = (4, 4)             # stage-1 grid cap = a r + b (then at least s1_min)
+    s1_min: int = 0
     s2_cap: tuple = (1, 8)             # stage-2 grid cap = a r^2 + b (then at least 2 r + 8)
+    one_bucket: bool = True            # every size of a stage's grid in one padded bucket (one compile), or
+                                       # buckets by padded size (16, 32, 64, ...: less work, a compile per bucket)
     n_real_per: int = 16               # n_real = clip(n_real_per d^2 r, n_real_min, n_real_max)
     n_real_min: int = 32768
     n_real_max: int = 262144
@@ -95,13 +99,15 @@ PRESETS = {
     "cpu": Preset(
         seeds=10, restarts=2,
         base=pl.Config(n_pool=4096, n_test=2048, K=2, gm_steps=300, pm_steps=400, chunk=8192),
-        dr_r=(1, 2, 3), dr_late_r=(4,), dr_m=(16, 24), dr_L=256, eps1=0.075, eps_final=0.15, tau_gm=0.1, s2_cap=(2, 12),
-        l_d=8, l_L=(64, 128, 256, 512, 1024), abl_point=(16, 1)),
+        dr_r=(1, 2, 3, 4), dr_late_r=(5,), dr_m=(16, 24, 32), dr_late_m=(16, 24), dr_L=384, eps1=0.075, eps_final=0.15, tau_gm=0.1,
+        s1_cap=(3, 1), s1_min=8, s2_cap=(1, 6), one_bucket=False, n_real_max=1 << 20,
+        l_d=8, l_L=(64, 128, 256, 512, 1024, 2048), abl_point=(16, 1)),
     # gpu: one H100, calls of <= 8 minutes (experiments/theory_gpu.py --dry-run prints them)
     "gpu": Preset(
         seeds=16, restarts=2,
         base=pl.Config(n_pool=16384, n_test=8192, K=8, gm_steps=1000, pm_steps=1000, chunk=16384),
-        dr_r=(1, 2, 3, 4, 6, 8), dr_late_r=(12,), dr_m=(16, 24), dr_L=1024, n_real_max=1 << 22, eps1=0.075,
+        dr_r=(1, 2, 3, 4, 6, 8), dr_late_r=(12,), dr_m=(16, 24, 32), dr_late_m=(16, 24), dr_L=1024,
+        one_bucket=False, n_real_max=1 << 22, eps1=0.075,
         eps_final=0.15, tau_gm=0.1, l_d=16, l_L=(64, 128, 256, 512, 1024, 2048, 4096, 8192), abl_point=(32, 2)),
 }
 
@@ -114,7 +120,7 @@ def plan(pre: Preset, only=SWEEPS) -> list[tuple[str, int, dict]]:
     if "DR" in only:
         j = 0
         for r in pre.dr_r + pre.dr_late_r:
-            for m in pre.dr_m:
+            for m in (pre.dr_late_m or pre.dr_m) if r in pre.dr_late_r else pre.dr_m:
                 (late if r in pre.dr_late_r else out).append(("DR", j, dict(d=m * r, r=r, L=pre.dr_L)))
                 j += 1
     if "L" in only:
@@ -130,7 +136,7 @@ def plan(pre: Preset, only=SWEEPS) -> list[tuple[str, int, dict]]:
 def caps(pre: Preset, r: int) -> tuple[int, int]:
     a1, b1 = pre.s1_cap
     a2, b2 = pre.s2_cap
-    return a1 * r + b1, max(a2 * r * r + b2, 2 * r + 8)
+    return max(a1 * r + b1, pre.s1_min), max(a2 * r * r + b2, 2 * r + 8)
 
 
 def point_config(pre: Preset, sweep: str, spec: dict) -> pl.Config:
@@ -157,12 +163,13 @@ def estimate_seconds(pre: Preset, sweep: str, spec: dict, gflops: float, compile
         s2 = S * 4.0 * grid[-1] * L * L
         return 5 * compile_s + (prep + gm + s2 + 2.0 * S * cfg.n_pool * L * L) / (gflops * 1e9)
     c1, c2 = caps(pre, cfg.r)
-    p1 = max(16, 1 << (c1 - 1).bit_length())
-    p2 = max(16, 1 << (c2 - 1).bit_length())
-    n1, n2 = len(sr.default_grid(c1)), len(sr.default_grid(c2))
-    s1 = S * n1 * (R * 8.0 * cfg.gm_steps * K * L * d * p1 + 2 * 2.0 * cfg.n_pool * L * (d + L))
-    s2 = 2 * S * n2 * R * cfg.pm_steps * (8.0 * p2 * L * d + 6.0 * p2 * p2 * L + 4.0 * L * L)
-    return 6 * compile_s + (prep + s1 + s2) / (gflops * 1e9)
+    g1, g2 = sr.default_grid(c1), sr.default_grid(c2)
+    b1 = [(_one_bucket(g1), g1)] if pre.one_bucket else sr.bucketize(g1)
+    b2 = [(_one_bucket(g2), g2)] if pre.one_bucket else sr.bucketize(g2)
+    s1 = sum(S * len(sz) * (R * 8.0 * cfg.gm_steps * K * L * d * p + 2 * 2.0 * cfg.n_pool * L * (d + L))
+             for p, sz in b1)
+    s2 = sum(2 * S * len(sz) * R * cfg.pm_steps * (8.0 * p * L * d + 6.0 * p * p * L + 4.0 * L * L) for p, sz in b2)
+    return (4 + len(b1) + len(b2)) * compile_s + (prep + s1 + s2) / (gflops * 1e9)
 
 
 # ------------------------------------------------------------------------------------------------- points
@@ -185,7 +192,9 @@ def _one_bucket(grid):
     return max(16, 1 << (int(grid[-1]) - 1).bit_length())
 
 
-def _curve(run, grid, pad):
+def _curve(run, grid, pad, one_bucket=True):
+    if not one_bucket:
+        return sr.run_curve(run, grid)
     aux, m = run(np.asarray(grid, np.int32), pad)
     return sr.Curve(list(grid), {k: np.asarray(v, float) for k, v in m.items()}, [aux], [pad])
 
@@ -215,7 +224,8 @@ def run_dr_point(cfg: pl.Config, key, pre: Preset, log=print) -> dict:
     c1, c2 = caps(pre, cfg.r)
     g1 = sr.default_grid(c1)
     pad1 = _one_bucket(g1)
-    cur1 = _curve(lambda sz, pad: pl.run_stage1(probs, keys, jnp.asarray(sz), cfg, pad, R), g1, pad1)
+    cur1 = _curve(lambda sz, pad: pl.run_stage1(probs, keys, jnp.asarray(sz), cfg, pad, R), g1, pad1,
+                  pre.one_bucket)
     P_fq = sr.passes(cur1.metrics["fq_fresh"], pre.eps1)
     P_gm = sr.passes(cur1.metrics["gm_cos_fresh"], pre.tau_gm)
     M1_fq, cens_fq = sr.m_star_rate(g1, P_fq)
@@ -235,7 +245,7 @@ def run_dr_point(cfg: pl.Config, key, pre: Preset, log=print) -> dict:
         D1 = jax.tree.map(lambda *a: jnp.stack(a), *items)
         s2in = pl.stage2_inputs(probs, D1, cfg0, ref)
         cur2 = _curve(lambda sz, pad: (None, pl.run_stage2(probs, s2in, keys, jnp.asarray(sz), "free", cfg, pad,
-                                                           R)), g2, pad2)
+                                                           R)), g2, pad2, pre.one_bucket)
         P2 = sr.passes(cur2.metrics["test_mse"], pre.eps_final)
         M2, c = sr.m_star_rate(g2, P2)
         rec["stage2"].append(dict(M1=g1[ia], sizes=g2, curves={k: _tolist(v) for k, v in cur2.metrics.items()},
@@ -341,7 +351,8 @@ def run_sweep(preset: str, out_dir: str, key_seed: int = 0, only=SWEEPS, index=N
 
 
 # calibration of --dry-run (GFLOP/s sustained, seconds per XLA compile): cpu fitted to the first three DR points of
-# the committed run (45, 37, 58 s measured; 43, 46, 70 s estimated) on the shared 2-core machine; gpu assumed, not measured
+# an earlier run on the shared 2-core machine (45, 37, 58 s measured; 43, 46, 70 s estimated); the committed cpu run
+# (README) took 1.3x its estimate with the other core busy, 0.77x without; gpu assumed, not measured
 CALIBRATION = dict(smoke=(30.0, 2.0), cpu=(30.0, 5.0), gpu=(5000.0, 8.0))
 
 

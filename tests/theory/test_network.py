@@ -93,3 +93,32 @@ def test_normalise_rows_safe_at_zero():
     assert np.allclose(np.linalg.norm(out[0]), 1.0, atol=1e-6)
     g = jax.grad(lambda w: jnp.sum(th.normalise_rows(w)))(W)
     assert np.isfinite(np.asarray(g)).all()
+
+
+def test_spd_solve_is_finite_and_regularised_on_near_singular_systems():
+    """float32, n = 160 (blocked path: CHOL_BLOCK = 64): a rank-8 PSD matrix B B^T (exactly singular) and one with a
+    ridge far below float32 resolution. The old pivot floor (the smallest float) gave non-finite solutions here;
+    the modified pivots and the jitter fallback must give a finite x with a small residual (b in the range of A).
+    A well-conditioned system (ridge 1e-2 of the diagonal) must match the float64 solve, with no jitter added."""
+    from theory import network as nw
+    rng = np.random.default_rng(0)
+    n, k = 160, 8
+    assert n > nw.CHOL_BLOCK
+    B = rng.normal(size=(n, k)).astype(np.float32)
+    A0 = B @ B.T
+    scale = float(np.mean(np.diag(A0)))
+    b = (A0 @ rng.normal(size=n)).astype(np.float32)
+    for mu in (0.0, 1e-9):
+        A = A0 + np.float32(mu * scale) * np.eye(n, dtype=np.float32)
+        x = np.asarray(nw.spd_solve(jnp.asarray(A), jnp.asarray(b)), np.float64)
+        assert np.all(np.isfinite(x))
+        assert np.linalg.norm(A.astype(np.float64) @ x - b) / np.linalg.norm(b) < 1e-3
+    A = A0 + np.float32(1e-2 * scale) * np.eye(n, dtype=np.float32)
+    x = np.asarray(nw.spd_solve(jnp.asarray(A), jnp.asarray(b)), np.float64)
+    ref = np.linalg.solve(A.astype(np.float64), b.astype(np.float64))
+    assert np.linalg.norm(x - ref) / np.linalg.norm(ref) < 1e-3
+    assert np.array_equal(x, np.asarray(nw._chol_solve(jnp.asarray(A), jnp.asarray(b)), np.float64))
+    # the factor itself: lower triangular with a positive diagonal, L L^T = A for a well-conditioned A
+    Lm = np.asarray(nw.chol_lower(jnp.asarray(A)), np.float64)
+    assert np.allclose(np.triu(Lm, 1), 0.0) and np.all(np.diag(Lm) > 0)
+    assert np.linalg.norm(Lm @ Lm.T - A) / np.linalg.norm(A) < 1e-5

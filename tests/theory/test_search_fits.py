@@ -142,6 +142,10 @@ def test_plan_of_the_presets():
     assert all(sp["d"] >= 16 * sp["r"] for _, _, sp in dr)
     assert {sp["r"] for _, _, sp in dr} == set(pre.dr_r + pre.dr_late_r)
     assert pl_[-1][0] == "DR" and pl_[-1][2]["r"] == max(pre.dr_late_r)      # late r values run last
+    for r in pre.dr_r + pre.dr_late_r:                                       # d values per r (late ones own)
+        want = (pre.dr_late_m or pre.dr_m) if r in pre.dr_late_r else pre.dr_m
+        assert sorted(sp["d"] for _, _, sp in dr if sp["r"] == r) == sorted(m * r for m in want)
+    assert len(pre.dr_m) >= 3                                                # a residual dof in A(r) d + B(r)
     assert [sp["L"] for s, _, sp in pl_ if s == "L"] == list(pre.l_L)
     assert [sp["mult"] for s, _, sp in pl_ if s == "ABL"] == list(pre.abl_mult)
     lines = []
@@ -175,3 +179,54 @@ def test_a_r_slope_through_origin():
             pts.append(fits.PointData(dict(d=d, r=r), [(grid, grid[None, :] >= ms[:, None])]))
     f = fits.a_r_slope(pts, n_boot=40, through_origin=True)
     assert abs(f["slope"] - 1.0) < 0.1 and all(v == 0.0 for v in f["B"].values())
+
+
+def test_stage_curve_by_buckets_keeps_the_grid_order():
+    """one_bucket=False runs each padded bucket separately (16, 32, ...) and concatenates the metrics in grid
+    order; one_bucket=True pads the whole grid to one size. The estimate charges less work for buckets."""
+    grid = sr.default_grid(22)
+    seen = []
+
+    def run(sz, pad):
+        seen.append((pad, list(sz)))
+        return pad, {"m": np.tile(np.asarray(sz, float) + 1000 * pad, (3, 1))}
+
+    cur = sweep._curve(run, grid, 32, one_bucket=False)
+    assert cur.sizes == grid and [p for p, _ in seen] == [16, 32] and cur.pads == [16, 32]
+    assert np.array_equal(cur.metrics["m"][0], np.asarray(grid) + 1000.0 * np.where(np.asarray(grid) > 16, 32, 16))
+    seen.clear()
+    cur = sweep._curve(run, grid, 32, one_bucket=True)
+    assert seen == [(32, grid)] and cur.pads == [32]
+    import dataclasses
+    pre = sweep.PRESETS["cpu"]
+    spec = dict(d=64, r=4, L=pre.dr_L)
+    t_multi = sweep.estimate_seconds(dataclasses.replace(pre, one_bucket=False), "DR", spec, 30.0, 0.0)
+    t_one = sweep.estimate_seconds(dataclasses.replace(pre, one_bucket=True), "DR", spec, 30.0, 0.0)
+    assert t_multi < t_one
+
+
+def test_r_verdict_refuses_a_too_wide_interval():
+    from theory import report
+    wide = report._r_verdict(dict(slope=-1.86, ci=[-2.46, 1.93], r_used=[1, 2, 3]))
+    assert "too noisy for a verdict" in wide and "NOT observed" not in wide
+    narrow = report._r_verdict(dict(slope=1.0, ci=[0.7, 1.3], r_used=[1, 2, 3]))
+    assert "NOT observed" in narrow
+
+
+def test_d_slope_recovers_a_planted_d_exponent():
+    """Mem = 3 r^1.5 d^k on a d x r grid (three d per r): the common log-log slope in d recovers k; a censored
+    point removes its r group."""
+    rng = np.random.default_rng(5)
+    for k in (1.0, 0.5):
+        pts = []
+        for r in (1, 2, 3):
+            for m in (16, 24, 32):
+                d = m * r
+                mtrue = 3 * r**1.5 * d**k
+                grid = np.unique(np.round(np.geomspace(1, 3 * mtrue, 400)))
+                ms = mtrue * np.exp(0.03 * rng.standard_normal(10))
+                pts.append(fits.PointData(dict(d=d, r=r), [(grid, grid[None, :] >= ms[:, None])]))
+        f = fits.d_slope(pts, n_boot=40)
+        assert abs(f["slope"] - k) < 0.08 and f["ci"][0] <= k <= f["ci"][1] and f["n_points"] == 9
+    pts[0] = fits.PointData(pts[0].x, [(np.arange(1, 5.0), np.zeros((10, 4), bool))])
+    assert fits.d_slope(pts, n_boot=5)["r_used"] == [2, 3]
