@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
+from jaxdd.methods import get_method
 from jaxdd.objectives.trajectory.experts import ExpertProtocol, train_experts
 from jaxdd.models import get_model, init_model
 from jaxdd.objectives import trajectory as tr
@@ -138,11 +139,12 @@ def test_loss_zero_when_student_reproduces_expert(toy_buffer, memory):
 
 
 def test_learned_lr_reaches_eval_metadata_and_softplus_round_trips():
-    assert tr._artifact_metadata({"syn_lr": np.float32(0.02)}, {"lr_param": "raw"})["eval_lr"] == pytest.approx(0.02)
+    metadata = get_method("mtt").artifact_metadata
+    assert metadata({"syn_lr": np.float32(0.02)}, {"lr_param": "raw"})["eval_lr"] == pytest.approx(0.02)
     raw = tr.lr_raw(0.01, "softplus")
     assert float(tr.lr_value(jnp.float32(raw), "softplus")) == pytest.approx(0.01, rel=1e-5)
     with pytest.raises(JaxddError, match="not a usable"):
-        tr._artifact_metadata({"syn_lr": np.float32(-0.01)}, {"lr_param": "raw"})
+        metadata({"syn_lr": np.float32(-0.01)}, {"lr_param": "raw"})
 
 
 def test_mismatched_buffer_is_rejected(toy_buffer):
