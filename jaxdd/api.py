@@ -1,4 +1,6 @@
-"""One call each from Python for what the CLI does: ``distill_dataset`` and ``evaluate_run``.
+"""The dataset-level entry points: one call each from Python for what the CLI does (``distill_dataset``,
+``evaluate_run``, ``distill_many_dataset``, ``evaluate_many_runs``, ``make_experts``, ``train_teacher``,
+``relabel_evaluate_run``). The top layer of the library: only the public names (``jaxdd/__init__``) and the CLI import it.
 
     from jaxdd import distill_dataset, evaluate_run
     out = distill_dataset("dm", "fashion_mnist", ipc=10, iterations=200, seed=0, out_dir="runs/dm10")

@@ -1,4 +1,7 @@
-"""The distillation driver: ``DistillState``, the pure ``distill_step`` and the ``distill`` loop.
+"""The distillation driver: ``DistillState``, the pure ``distill_step`` and ONE loop (``_drive``), which ``distill``
+runs for one run and ``distill_many`` for E runs at once (the experiment axis: a leading axis of the state, the
+step vmapped, seeds and float hyperparameters as a dimension). Protocols (continual learning, multi-experiment
+evaluation) and the dataset-level API are built on top of it.
 
 ``distill_step`` differentiates ``objective.loss(Synthetic(param.decode(syn["data"]), labels, extras), real,
 obj_state, key)`` with respect to the synthetic pytree only, applies an optax transformation with per-leaf learning
@@ -27,7 +30,7 @@ import optax
 from tqdm.auto import tqdm
 
 from jaxdd import sharding as shd
-from jaxdd.data import RealPool, check_ipc, make_pool, sample_per_class, sample_real  # noqa: F401
+from jaxdd.data import RealPool, check_ipc, make_pool, sample_per_class, sample_real  # noqa: F401  (make_pool: its old home)
 from jaxdd.objectives.base import Objective, Synthetic
 from jaxdd.synthetic.base import Parameterization, class_major_labels
 from jaxdd.train import compiled
