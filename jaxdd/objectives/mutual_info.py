@@ -62,7 +62,6 @@ Derived methods: the registered methods in ``DERIVED_BASES`` (dm, dsa, mtt) get 
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import flax.linen as nn
